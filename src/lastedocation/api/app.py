@@ -1,0 +1,79 @@
+"""Build the FastAPI app: settings, database, migrations, routes, error mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from lastedocation import __version__
+from lastedocation.api.routes import datasets, health, pages
+from lastedocation.datasets.service import import_sample_once
+from lastedocation.db import make_engine, migrate, session_factory
+from lastedocation.errors import StudioError
+from lastedocation.settings import Settings
+
+log = logging.getLogger("lastedocation")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    settings.ensure_dirs()
+    engine = make_engine(settings)
+    migrate(engine)
+    sessions = session_factory(engine)
+    if settings.import_sample_dataset:
+        with sessions() as session:
+            import_sample_once(session=session, settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="LASTEDOCATION",
+        version=__version__,
+        description="A self-hosted studio for training Persian language models.",
+        # The bundled docs pages load their scripts from a CDN: the studio serves
+        # only local assets, so the schema is offered at /openapi.json instead.
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = sessions
+
+    @app.exception_handler(StudioError)
+    async def _studio_error(_request: Request, exc: StudioError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.exception("unexpected error", exc_info=exc)
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or None, "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        return JSONResponse(
+            {"error": "invalid_input", "detail": detail, "problems": problems}, status_code=422
+        )
+
+    app.include_router(health.router)
+    app.include_router(datasets.router, prefix="/api/v1")
+    app.include_router(pages.router)
+
+    def ready() -> bool:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return settings.data_dir.is_dir()
+
+    app.state.ready = ready
+    return app

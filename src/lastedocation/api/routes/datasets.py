@@ -1,0 +1,176 @@
+"""Dataset routes: upload (streamed), validate, list, get, preview, stats, report,
+split, delete. Thin: parse, call the service, map."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from lastedocation.api.deps import SessionDep, SettingsDep
+from lastedocation.api.upload import receive_upload
+from lastedocation.datasets import service
+from lastedocation.datasets.schemas import (
+    DatasetImported,
+    DatasetPublic,
+    ImportOptions,
+    PreviewPublic,
+    SplitCreate,
+    SplitPublic,
+    ValidationPublic,
+)
+from lastedocation.settings import Settings
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+
+
+async def _receive(request: Request, settings: Settings) -> tuple[Path, str]:
+    settings.ensure_dirs()
+    dest = settings.tmp_dir / f"upload-{uuid.uuid4().hex}.part"
+    try:
+        upload = await receive_upload(request, dest=dest, limit=settings.max_upload_bytes)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    return upload.path, service.safe_filename(upload.filename)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetImported,
+    openapi_extra=_UPLOAD_BODY,
+    responses={413: {"description": "Upload over the limit"}, 422: {"description": "Invalid"}},
+)
+async def upload_dataset(
+    request: Request,
+    settings: SettingsDep,
+    options: Annotated[ImportOptions, Depends()],
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    drop_invalid: bool = False,
+) -> Any:
+    """Upload a file (multipart field `file`), validate it and import it."""
+    path, filename = await _receive(request, settings)
+    try:
+        scan_options = options.scan_options(settings)
+
+        def work() -> DatasetImported:
+            with request.app.state.sessions() as session:
+                dataset, _ = service.import_file(
+                    session=session,
+                    settings=settings,
+                    path=path,
+                    filename=filename,
+                    name=name,
+                    options=scan_options,
+                    drop_invalid=drop_invalid,
+                )
+                return DatasetImported.model_validate(dataset)
+
+        return await run_in_threadpool(work)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@router.post("/validate", response_model=ValidationPublic, openapi_extra=_UPLOAD_BODY)
+async def validate_dataset(
+    request: Request,
+    settings: SettingsDep,
+    options: Annotated[ImportOptions, Depends()],
+) -> Any:
+    """Check a file without importing it: the report, statistics and normalization effect."""
+    path, filename = await _receive(request, settings)
+    try:
+        scan_options = options.scan_options(settings)
+        result = await run_in_threadpool(
+            service.validate_file, path=path, filename=filename, options=scan_options
+        )
+        return {**result.summary(), "stats": result.stats, "normalization": result.normalization}
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@router.get("", response_model=list[DatasetPublic])
+def list_datasets(session: SessionDep) -> Any:
+    return service.list_datasets(session=session)
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic)
+def get_dataset(dataset_id: int, session: SessionDep) -> Any:
+    return service.get_dataset(session=session, dataset_id=dataset_id)
+
+
+@router.get("/{dataset_id}/preview", response_model=PreviewPublic)
+def preview_dataset(
+    dataset_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PREVIEW_ROWS)] = 20,
+) -> Any:
+    dataset = service.get_dataset(session=session, dataset_id=dataset_id)
+    rows = service.preview(settings=settings, dataset=dataset, offset=offset, limit=limit)
+    return {
+        "dataset_id": dataset.id,
+        "offset": offset,
+        "limit": limit,
+        "total": dataset.rows,
+        "rows": rows,
+    }
+
+
+@router.get("/{dataset_id}/stats")
+def dataset_stats(dataset_id: int, session: SessionDep) -> dict[str, Any]:
+    return service.get_dataset(session=session, dataset_id=dataset_id).stats
+
+
+@router.get("/{dataset_id}/report")
+def dataset_report(dataset_id: int, session: SessionDep) -> dict[str, Any]:
+    dataset = service.get_dataset(session=session, dataset_id=dataset_id)
+    return {"report": dataset.report, "normalization": dataset.normalization}
+
+
+@router.post(
+    "/{dataset_id}/splits", status_code=status.HTTP_201_CREATED, response_model=SplitPublic
+)
+def split_dataset(
+    dataset_id: int, body: SplitCreate, session: SessionDep, settings: SettingsDep
+) -> Any:
+    dataset = service.get_dataset(session=session, dataset_id=dataset_id)
+    return service.split_dataset(
+        session=session,
+        settings=settings,
+        dataset=dataset,
+        key=body.key,
+        validation_fraction=body.validation_fraction,
+        seed=body.seed,
+    )
+
+
+@router.get("/{dataset_id}/splits", response_model=list[SplitPublic])
+def list_splits(dataset_id: int, session: SessionDep) -> Any:
+    return service.get_dataset(session=session, dataset_id=dataset_id).splits
+
+
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_dataset(dataset_id: int, session: SessionDep, settings: SettingsDep) -> Response:
+    dataset = service.get_dataset(session=session, dataset_id=dataset_id)
+    service.delete_dataset(session=session, settings=settings, dataset=dataset)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,334 @@
+"""The `lastedocation` command: thin commands over the same services as the API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from lastedocation.datasets import service
+from lastedocation.datasets.formats import DataFormat
+from lastedocation.datasets.reader import FileFormat
+from lastedocation.datasets.scan import ScanResult, scan_file
+from lastedocation.datasets.schemas import ImportOptions
+from lastedocation.db import make_engine, migrate, session_factory
+from lastedocation.errors import DatasetInvalid, StudioError
+from lastedocation.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="LASTEDOCATION: train Persian language models on your own machine.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+data_app = typer.Typer(help="Check, import and inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+err = Console(stderr=True)
+
+FileArg = Annotated[
+    Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="JSONL, JSON, CSV or TXT")
+]
+FileFormatOpt = Annotated[
+    FileFormat | None, typer.Option("--file-format", help="Override the file type.")
+]
+DataFormatOpt = Annotated[
+    DataFormat | None, typer.Option("--format", help="Override the detected data format.")
+]
+QuestionOpt = Annotated[str | None, typer.Option(help="Field holding the question (Q/A).")]
+AnswerOpt = Annotated[str | None, typer.Option(help="Field holding the answer (Q/A).")]
+NormalizeOpt = Annotated[
+    bool, typer.Option("--normalize", help="Apply Persian normalization (letters, digits, ZWNJ).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder for all studio data.")] = None,
+) -> None:
+    """Start the studio (API and web pages)."""
+    import uvicorn
+
+    from lastedocation.api import create_app
+
+    overrides: dict[str, Any] = {}
+    if host:
+        overrides["host"] = host
+    if port:
+        overrides["port"] = port
+    if data_dir:
+        overrides["data_dir"] = data_dir
+    settings = load_settings(**overrides)
+    application = create_app(settings)
+    console.print(
+        f"LASTEDOCATION on [bold]http://{settings.host}:{settings.port}[/]  "
+        f"(data: {settings.data_dir})"
+    )
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def _scan_options(
+    settings: Settings,
+    file_format: FileFormat | None,
+    data_format: DataFormat | None,
+    question_field: str | None,
+    answer_field: str | None,
+    normalize: bool,
+) -> Any:
+    return ImportOptions(
+        file_format=file_format,
+        data_format=data_format,
+        question_field=question_field,
+        answer_field=answer_field,
+        normalize=normalize,
+    ).scan_options(settings)
+
+
+def _progress(path: Path) -> Progress:
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=path.stat().st_size < 5_000_000,
+    )
+
+
+def _print_report(result: ScanResult | dict[str, Any], as_json: bool) -> None:
+    summary = result if isinstance(result, dict) else result.summary()
+    report = summary["report"]
+    if as_json:
+        console.print_json(json.dumps(summary, ensure_ascii=False, default=str))
+        return
+    console.print(
+        f"file: [bold]{summary['file_format']}[/]  format: [bold]{summary['data_format']}[/]"
+        + (f"  ({summary['detection_reason']})" if summary.get("detection_reason") else "")
+    )
+    console.print(
+        f"rows: {report['rows_seen']:,}  valid: {report['rows_valid']:,}  "
+        f"invalid: {report['rows_invalid']:,}  problems: {report['problems_total']:,}"
+    )
+    if report["problems"]:
+        table = Table("row", "field", "problem", title=f"first {len(report['problems'])} problems")
+        for p in report["problems"]:
+            table.add_row(str(p["row"] or "-"), p["field"] or "-", p["message"])
+        console.print(table)
+
+
+@data_app.command("validate")
+def data_validate(
+    file: FileArg,
+    file_format: FileFormatOpt = None,
+    data_format: DataFormatOpt = None,
+    question_field: QuestionOpt = None,
+    answer_field: AnswerOpt = None,
+    normalize: NormalizeOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a file; exit 1 when it has problems."""
+    settings = load_settings()
+    try:
+        options = _scan_options(
+            settings, file_format, data_format, question_field, answer_field, normalize
+        )
+        with _progress(file) as bar:
+            task = bar.add_task("validating", total=file.stat().st_size)
+            result = service.validate_file(
+                path=file,
+                filename=file.name,
+                options=options,
+                progress=lambda done: bar.update(task, completed=done),
+            )
+    except StudioError as exc:
+        _fail(exc)
+    _print_report(result, as_json)
+    if not result.report.ok:
+        raise typer.Exit(1)
+
+
+def _open_studio(settings: Settings) -> Any:
+    engine = make_engine(settings)
+    migrate(engine)
+    return session_factory(engine)
+
+
+@data_app.command("import")
+def data_import(
+    file: FileArg,
+    name: Annotated[str | None, typer.Option(help="Dataset name (default: file name).")] = None,
+    drop_invalid: Annotated[
+        bool, typer.Option("--drop-invalid", help="Import the valid rows, leave out the rest.")
+    ] = False,
+    file_format: FileFormatOpt = None,
+    data_format: DataFormatOpt = None,
+    question_field: QuestionOpt = None,
+    answer_field: AnswerOpt = None,
+    normalize: NormalizeOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a file and import it into the studio's data folder."""
+    settings = load_settings()
+    sessions = _open_studio(settings)
+    try:
+        options = _scan_options(
+            settings, file_format, data_format, question_field, answer_field, normalize
+        )
+        with sessions() as session, _progress(file) as bar:
+            task = bar.add_task("importing", total=file.stat().st_size)
+            dataset, result = service.import_file(
+                session=session,
+                settings=settings,
+                path=file,
+                filename=file.name,
+                name=name,
+                options=options,
+                drop_invalid=drop_invalid,
+                progress=lambda done: bar.update(task, completed=done),
+            )
+    except DatasetInvalid as exc:
+        _print_report(exc.extra, as_json)
+        _fail(exc)
+    except StudioError as exc:
+        _fail(exc)
+    if as_json:
+        console.print_json(json.dumps({"id": dataset.id, **result.summary()}, default=str))
+        return
+    _print_report(result, False)
+    console.print(
+        f"imported as dataset [bold]{dataset.id}[/] "
+        f"({dataset.rows:,} rows, sha256 {dataset.sha256[:12]})"
+    )
+    if result.normalization:
+        console.print(f"normalization changed {result.normalization['rows_changed']:,} rows")
+
+
+@data_app.command("preview")
+def data_preview(
+    file: FileArg,
+    offset: Annotated[int, typer.Option(min=0, help="First row to show (0-based).")] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="How many rows.")] = 10,
+    data_format: DataFormatOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show rows of a file as the studio reads them (canonical chat turns)."""
+    settings = load_settings()
+    try:
+        options = _scan_options(settings, None, data_format, None, None, False)
+        buffer = _Head(offset + limit)
+        with contextlib.suppress(_Full):
+            scan_file(file, filename=file.name, options=options, out=buffer)  # type: ignore[arg-type]
+    except StudioError as exc:
+        _fail(exc)
+    rows = [json.loads(line) for line in buffer.lines[offset : offset + limit]]
+    if as_json:
+        console.print_json(json.dumps(rows, ensure_ascii=False))
+        return
+    for row in rows:
+        console.rule(f"row {row['row']}")
+        for message in row.get("messages", []):
+            console.print(f"[bold]{message['role']}[/]: {message['content']}")
+        if "text" in row:
+            console.print(row["text"])
+
+
+class _Full(Exception):
+    pass
+
+
+class _Head:
+    """A write-only sink that keeps the first N canonical lines, then stops the scan."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.lines: list[bytes] = []
+
+    def write(self, line: bytes) -> int:
+        self.lines.append(line)
+        if len(self.lines) >= self.keep:
+            raise _Full
+        return len(line)
+
+
+@data_app.command("stats")
+def data_stats(
+    file: FileArg,
+    data_format: DataFormatOpt = None,
+    question_field: QuestionOpt = None,
+    answer_field: AnswerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Statistics of a file: lengths, duplicates, script mix."""
+    settings = load_settings()
+    try:
+        options = _scan_options(settings, None, data_format, question_field, answer_field, False)
+        with _progress(file) as bar:
+            task = bar.add_task("reading", total=file.stat().st_size)
+            result = service.validate_file(
+                path=file,
+                filename=file.name,
+                options=options,
+                progress=lambda done: bar.update(task, completed=done),
+            )
+    except StudioError as exc:
+        _fail(exc)
+    stats = result.stats or {}
+    if as_json:
+        console.print_json(json.dumps(stats, ensure_ascii=False))
+        return
+    _print_report(result, False)
+    if not stats:
+        raise typer.Exit(1)
+    table = Table("field", "rows", "chars p50", "chars p90", "chars max", "words p50", "words mean")
+    for name, f in stats["fields"].items():
+        c, w = f["chars"], f["words"]
+        table.add_row(
+            name,
+            f"{f['rows_with_text']:,}",
+            str(c.get("percentiles", {}).get("p50", 0)),
+            str(c.get("percentiles", {}).get("p90", 0)),
+            str(c["max"]),
+            str(w.get("percentiles", {}).get("p50", 0)),
+            str(w["mean"]),
+        )
+    console.print(table)
+    dup = stats["duplicates"]
+    mix = stats["script_mix"]["share_of_letters"]
+    console.print(
+        f"characters: {stats['characters']:,}  exact duplicates: {dup['exact']['rows']:,}  "
+        f"near-exact duplicates: {dup['near_exact']['rows']:,}"
+    )
+    console.print("letters: " + "  ".join(f"{k} {v:.1%}" for k, v in mix.items()))
+
+
+def _fail(exc: StudioError) -> None:
+    err.print(f"[red]error:[/] {exc.detail}")
+    raise typer.Exit(2 if exc.status_code >= 500 else 1)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from lastedocation import __version__
+
+    console.print(__version__)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,2 @@
+"""Datasets: streaming parsing, format detection, validation, statistics,
+Persian normalization, splitting and the content-addressed store."""

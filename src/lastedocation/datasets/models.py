@@ -1,0 +1,67 @@
+"""Database rows for datasets, their splits and one-off studio facts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from lastedocation.db import Base
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str] = mapped_column(String(255))
+    file_format: Mapped[str] = mapped_column(String(16))
+    data_format: Mapped[str] = mapped_column(String(16))
+    detection_reason: Mapped[str] = mapped_column(Text)
+    question_field: Mapped[str | None] = mapped_column(String(100))
+    answer_field: Mapped[str | None] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    upload_bytes: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    rows_dropped: Mapped[int] = mapped_column(Integer, default=0)
+    normalized: Mapped[bool] = mapped_column(default=False)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON)
+    normalization: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    splits: Mapped[list[DatasetSplit]] = relationship(
+        back_populates="dataset", cascade="all, delete-orphan", order_by="DatasetSplit.id"
+    )
+
+
+class DatasetSplit(Base):
+    __tablename__ = "dataset_splits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    key: Mapped[str | None] = mapped_column(String(100))
+    seed: Mapped[int] = mapped_column(Integer)
+    validation_fraction: Mapped[float]
+    train_rows: Mapped[int] = mapped_column(Integer)
+    validation_rows: Mapped[int] = mapped_column(Integer)
+    train_groups: Mapped[int] = mapped_column(Integer)
+    validation_groups: Mapped[int] = mapped_column(Integer)
+    folder: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    dataset: Mapped[Dataset] = relationship(back_populates="splits")
+
+
+class StudioFact(Base):
+    """Key/value facts the studio remembers, such as whether the sample was imported."""
+
+    __tablename__ = "studio_facts"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

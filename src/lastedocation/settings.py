@@ -1,0 +1,93 @@
+"""Typed settings, built once by `create_app` or the CLI and passed down.
+
+Every field can be set with a `LASTEDOCATION_<NAME>` environment variable or in
+an optional TOML file named by `LASTEDOCATION_CONFIG`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+MB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LASTEDOCATION_", extra="forbid")
+
+    data_dir: Path = Field(
+        default=Path("./studio-data"),
+        description="One folder for everything the studio stores: database, datasets, runs.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default: SQLite at DATA_DIR/studio.db. "
+        "A postgresql+psycopg:// URL also works.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_upload_mb: int = Field(default=100, ge=1, description="Largest dataset upload, in MB.")
+    max_record_chars: int = Field(
+        default=200_000, ge=1, description="A record longer than this is reported as over-long."
+    )
+    max_errors_shown: int = Field(
+        default=20, ge=1, description="How many problems a validation report lists."
+    )
+    import_sample_dataset: bool = Field(
+        default=True, description="Import the bundled Persian sample dataset on first start."
+    )
+    log_level: str = "info"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * MB
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'studio.db'}"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+    def ensure_dirs(self) -> None:
+        for folder in (self.data_dir, self.datasets_dir, self.tmp_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("LASTEDOCATION_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (and TOML file), with explicit overrides on top."""
+    return Settings(**overrides)
