@@ -98,9 +98,12 @@ def detect_format(samples: Iterable[Any]) -> FormatSpec | None:
         return FormatSpec("alpaca", reason=f"{share} have `instruction` and `output` (Alpaca)")
     if best == "text":
         return FormatSpec("text", reason=f"{share} have only a `text` field (plain text)")
-    question = Counter(_first_key(r, QUESTION_FIELDS) for r in rows).most_common(1)[0][0]
-    answer = Counter(_first_key(r, ANSWER_FIELDS) for r in rows).most_common(1)[0][0]
-    assert question is not None and answer is not None
+    pairs = Counter(
+        (q, a)
+        for r in rows
+        if (q := _first_key(r, QUESTION_FIELDS)) and (a := _first_key(r, ANSWER_FIELDS))
+    )
+    question, answer = pairs.most_common(1)[0][0]
     return FormatSpec(
         "qa",
         question_field=question,

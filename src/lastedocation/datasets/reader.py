@@ -186,7 +186,15 @@ def _find_array_key(raw: BinaryIO) -> str | None:
 def _read_csv(raw: BinaryIO, progress: Progress | None, max_field_chars: int) -> Iterator[Item]:
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
     csv.field_size_limit(min(sys.maxsize, max_field_chars))
-    reader = csv.reader(text)
+    try:
+        yield from _csv_rows(csv.reader(text), raw, progress, max_field_chars)
+    finally:
+        text.detach()  # the caller closes the file
+
+
+def _csv_rows(
+    reader: Any, raw: BinaryIO, progress: Progress | None, max_field_chars: int
+) -> Iterator[Item]:
     try:
         header = next(reader, None)
     except csv.Error as exc:

@@ -1,8 +1,10 @@
 """Dataset statistics, accumulated in one streaming pass with bounded memory.
 
-Per row we keep a few integers in typed arrays (lengths, 64-bit hashes), never
-the text itself; script counts go through numpy in batches. At 100 MB of input
-that is a few MB, not a copy of the file.
+Lengths are kept as counts per exact length (memory grows with the longest
+text, not with the number of rows), so percentiles and histograms are exact.
+Duplicates need one 64-bit hash per row (two: exact and near-exact) and the row
+number; script counts go through numpy in batches. Never the text itself: at
+100 MB of input this is a few tens of MB at most, not a copy of the file.
 """
 
 from __future__ import annotations
@@ -81,14 +83,62 @@ def near_key(text: str) -> str:
     return _NOT_WORD.sub("", text.translate(_FOLD).lower())
 
 
+class LengthCounts:
+    """Exact distribution of non-negative integers: a count per value."""
+
+    def __init__(self) -> None:
+        self.counts = array("Q", bytes(8 * 1024))
+
+    def add(self, value: int) -> None:
+        if value >= len(self.counts):
+            grow = max(value + 1, 2 * len(self.counts)) - len(self.counts)
+            self.counts.extend(bytes(8 * grow))
+        self.counts[value] += 1
+
+    def summary(self, bins: int = 20) -> dict[str, Any]:
+        """Count, total, min, max, mean, percentiles and a histogram (the values
+        above the 99th percentile in one overflow bin)."""
+        counts = np.frombuffer(self.counts, dtype=np.uint64).astype(np.int64)
+        n = int(counts.sum())
+        if n == 0:
+            return {"count": 0, "total": 0, "min": 0, "max": 0, "mean": 0.0}
+        present = np.flatnonzero(counts)
+        lowest, highest = int(present[0]), int(present[-1])
+        total = int((counts * np.arange(counts.size)).sum())
+        cumulative = np.cumsum(counts)
+        # the "lower" percentile: the value at sorted index floor((n - 1) * q)
+        percentiles = {
+            f"p{q}": int(np.searchsorted(cumulative, (n - 1) * q // 100 + 1))
+            for q in (5, 25, 50, 75, 90, 95, 99)
+        }
+        width = max(1, -(-max(percentiles["p99"], 1) // bins))
+        histogram = []
+        for i in range(bins):
+            low, high = i * width, (i + 1) * width
+            upper = high + 1 if i == bins - 1 else high  # the last bin includes its edge
+            histogram.append({"from": low, "to": high, "count": int(counts[low:upper].sum())})
+        overflow = int(counts[bins * width + 1 :].sum())
+        if overflow:
+            histogram.append({"from": bins * width + 1, "to": highest, "count": overflow})
+        return {
+            "count": n,
+            "total": total,
+            "min": lowest,
+            "max": highest,
+            "mean": round(total / n, 2),
+            "percentiles": percentiles,
+            "histogram": histogram,
+        }
+
+
 class StatsAccumulator:
     """Feed it every valid record's texts; `result()` gives the statistics."""
 
     def __init__(self, fields: tuple[str, ...]) -> None:
         self.fields = fields
         self.rows = 0
-        self.chars = {name: array("I") for name in fields}
-        self.words = {name: array("I") for name in fields}
+        self.chars = {name: LengthCounts() for name in fields}
+        self.words = {name: LengthCounts() for name in fields}
         self.present = dict.fromkeys(fields, 0)
         self.row_numbers = array("I")
         self.exact = array("Q")
@@ -100,16 +150,21 @@ class StatsAccumulator:
     def add(self, row: int, texts: list[tuple[str, str]]) -> None:
         self.rows += 1
         self.row_numbers.append(row)
-        per_field: dict[str, list[str]] = {}
-        for name, text in texts:
-            per_field.setdefault(name, []).append(text)
+        if len(texts) == len(self.fields) and all(
+            name == field for (name, _), field in zip(texts, self.fields, strict=True)
+        ):
+            per_field = {name: text for name, text in texts}
+        else:  # chats: several turns per role
+            grouped: dict[str, list[str]] = {}
+            for name, text in texts:
+                grouped.setdefault(name, []).append(text)
+            per_field = {name: "\n".join(parts) for name, parts in grouped.items()}
         for name in self.fields:
-            parts = per_field.get(name)
-            if parts:
+            text = per_field.get(name, "")
+            if text:
                 self.present[name] += 1
-            joined = "\n".join(parts) if parts else ""
-            self.chars[name].append(len(joined))
-            self.words[name].append(len(joined.split()))
+            self.chars[name].add(len(text))
+            self.words[name].add(len(text.split()))
         whole = "\x1f".join(f"{name}\x1e{text}" for name, text in texts)
         self.exact.append(_hash64(whole))
         self.near.append(_hash64("\x1f".join(near_key(text) for _, text in texts)))
@@ -141,8 +196,8 @@ class StatsAccumulator:
             "fields": {
                 name: {
                     "rows_with_text": self.present[name],
-                    "chars": distribution(self.chars[name]),
-                    "words": distribution(self.words[name]),
+                    "chars": self.chars[name].summary(),
+                    "words": self.words[name].summary(),
                 }
                 for name in self.fields
             },
@@ -163,55 +218,29 @@ class StatsAccumulator:
         }
 
 
-def distribution(values: array[int], bins: int = 20) -> dict[str, Any]:
-    """Summary and histogram of non-negative integers (overflow above the 99th percentile)."""
-    if not values:
-        return {"count": 0, "total": 0, "min": 0, "max": 0, "mean": 0.0}
-    data = np.frombuffer(values, dtype=np.uint32).astype(np.int64)
-    p = {q: int(np.percentile(data, q, method="lower")) for q in (5, 25, 50, 75, 90, 95, 99)}
-    top = max(p[99], 1)
-    width = max(1, -(-top // bins))
-    edges = list(range(0, width * bins + 1, width))
-    counts = np.histogram(np.minimum(data, edges[-1]), bins=edges)[0].tolist()
-    overflow = int((data > edges[-1]).sum())
-    histogram = [
-        {"from": edges[i], "to": edges[i + 1], "count": int(c)} for i, c in enumerate(counts)
-    ]
-    if overflow:
-        histogram[-1]["count"] -= overflow
-        histogram.append({"from": edges[-1] + 1, "to": int(data.max()), "count": overflow})
-    return {
-        "count": int(data.size),
-        "total": int(data.sum()),
-        "min": int(data.min()),
-        "max": int(data.max()),
-        "mean": round(float(data.mean()), 2),
-        "percentiles": {f"p{q}": v for q, v in p.items()},
-        "histogram": histogram,
-    }
-
-
 def _duplicates(hashes: array[int], rows: array[int], examples: int = 5) -> dict[str, Any]:
-    """How many rows repeat an earlier row, and a few (row, first row) examples."""
+    """How many rows repeat an earlier row, in how many groups, and the earliest
+    few (row, first row) pairs. Intermediate arrays are freed as soon as possible."""
     if not hashes:
         return {"rows": 0, "groups": 0, "examples": []}
     keys = np.frombuffer(hashes, dtype=np.uint64)
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
-    repeat = np.empty(sorted_keys.size, dtype=bool)
+    repeat = np.empty(keys.size, dtype=bool)
     repeat[0] = False
-    repeat[1:] = sorted_keys[1:] == sorted_keys[:-1]
-    group_start = ~repeat
-    first_index = order[np.maximum.accumulate(np.where(group_start, np.arange(order.size), 0))]
-    duplicate_positions = order[repeat]
-    groups = int(np.unique(sorted_keys[repeat]).size)
+    np.equal(sorted_keys[1:], sorted_keys[:-1], out=repeat[1:])
+    del sorted_keys
+    duplicates = int(repeat.sum())
+    groups = int(np.count_nonzero(repeat[1:] & ~repeat[:-1]))
+    # stable sort: within a group the first position is the earliest row, so every
+    # repeat is a later row; the earliest repeats are the smallest such indices
+    later = order[repeat]
+    del order, repeat
+    earliest = np.sort(later)[:examples] if later.size > examples else np.sort(later)
+    del later
     row_numbers = np.frombuffer(rows, dtype=np.uint32)
-    pairs = sorted(
-        (int(row_numbers[dup]), int(row_numbers[first]))
-        for dup, first in zip(duplicate_positions, first_index[repeat], strict=True)
-    )[:examples]
-    return {
-        "rows": int(repeat.sum()),
-        "groups": groups,
-        "examples": [{"row": r, "same_as_row": f} for r, f in pairs],
-    }
+    pairs = []
+    for index in earliest:
+        first = int(np.flatnonzero(keys == keys[index])[0])
+        pairs.append({"row": int(row_numbers[index]), "same_as_row": int(row_numbers[first])})
+    return {"rows": duplicates, "groups": groups, "examples": pairs}

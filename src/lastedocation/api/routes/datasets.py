@@ -46,10 +46,10 @@ async def _receive(request: Request, settings: Settings) -> tuple[Path, str]:
     dest = settings.tmp_dir / f"upload-{uuid.uuid4().hex}.part"
     try:
         upload = await receive_upload(request, dest=dest, limit=settings.max_upload_bytes)
+        return upload.path, service.safe_filename(upload.filename)
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
-    return upload.path, service.safe_filename(upload.filename)
 
 
 @router.post(

@@ -1,0 +1,142 @@
+"""Uploads against a real server process: the size limit holds while the body
+streams in, and the server's memory does not grow by the upload's size."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+MB = 1024 * 1024
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, psutil.Process, Path]]:
+    data_dir = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "LASTEDOCATION_DATA_DIR": str(data_dir),
+        "LASTEDOCATION_IMPORT_SAMPLE_DATASET": "false",
+        "LASTEDOCATION_LOG_LEVEL": "warning",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lastedocation.cli", "serve", "--port", str(port)], env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("the server did not become ready")
+    try:
+        yield url, psutil.Process(process.pid), data_dir
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+class PeakRss:
+    """Samples a process's resident memory in the background; `.peak` is the maximum."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self.process = process
+        self.start = process.memory_info().rss
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.01)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak - self.start
+
+
+def _multipart_body(size: int, boundary: str = "XyZbOuNdArY") -> Iterator[bytes]:
+    yield (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    row = '{"question": "این یک پرسش آزمایشی است؟", "answer": "بله، این پاسخ است."}\n'.encode()
+    chunk = row * (MB // len(row))  # whole rows, about 1 MB
+    for _ in range(-(-size // len(chunk))):
+        yield chunk
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+def _post(url: str, size: int, *, declare_length: bool) -> httpx.Response | None:
+    headers = {"content-type": "multipart/form-data; boundary=XyZbOuNdArY"}
+    body: bytes | Iterator[bytes] = _multipart_body(size)
+    if declare_length:
+        body = b"".join(_multipart_body(size))
+    try:
+        return httpx.post(f"{url}/api/v1/datasets", content=body, headers=headers, timeout=120)
+    except (httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadError):
+        return None  # the server answered 413 and closed while we were still sending
+
+
+@pytest.mark.slow
+def test_101_mb_streamed_upload_gets_413_without_the_server_holding_it(
+    server: tuple[str, psutil.Process, Path],
+) -> None:
+    url, process, data_dir = server
+    meter = PeakRss(process)
+    response = _post(url, 101 * MB, declare_length=False)
+    growth = meter.stop()
+    if response is not None:
+        assert response.status_code == 413, response.text
+        assert "limit" in response.json()["detail"]
+    assert growth < 40 * MB, f"server memory grew by {growth / MB:.1f} MB"
+    assert list((data_dir / "tmp").iterdir()) == []
+    assert httpx.get(f"{url}/api/v1/datasets").json() == []
+
+
+@pytest.mark.slow
+def test_declared_length_over_the_limit_is_refused_at_once(
+    server: tuple[str, psutil.Process, Path],
+) -> None:
+    url, _, data_dir = server
+    response = _post(url, 101 * MB, declare_length=True)
+    if response is not None:
+        assert response.status_code == 413
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    assert list((data_dir / "tmp").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_large_valid_upload_imports_with_bounded_memory(
+    server: tuple[str, psutil.Process, Path],
+) -> None:
+    url, process, _ = server
+    meter = PeakRss(process)
+    response = _post(url, 60 * MB, declare_length=False)
+    growth = meter.stop()
+    assert response is not None and response.status_code == 201, response
+    assert response.json()["rows"] > 500_000
+    assert growth < 64 * MB, f"server memory grew by {growth / MB:.1f} MB importing 60 MB"

@@ -1,0 +1,62 @@
+"""Statistics match an independent count on real data and on hand-made rows."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from lastedocation.datasets.scan import ScanOptions, scan_file
+from lastedocation.datasets.stats import StatsAccumulator
+
+
+def test_percqa_stats_match_an_independent_count(percqa: Path) -> None:
+    rows = [json.loads(line) for line in percqa.read_text(encoding="utf-8").splitlines()]
+    result = scan_file(percqa, filename=percqa.name, options=ScanOptions())
+    assert result.report.ok and result.report.problems_total == 0
+    stats = result.stats
+    assert stats is not None
+    assert stats["rows"] == len(rows) == 9638
+    for name in ("question", "answer"):
+        lengths = [len(r[name]) for r in rows]
+        words = [len(r[name].split()) for r in rows]
+        chars = stats["fields"][name]["chars"]
+        assert chars["total"] == sum(lengths)
+        assert (chars["min"], chars["max"]) == (min(lengths), max(lengths))
+        assert chars["percentiles"]["p50"] == sorted(lengths)[(len(lengths) - 1) // 2]
+        assert sum(b["count"] for b in chars["histogram"]) == len(rows)
+        assert stats["fields"][name]["words"]["total"] == sum(words)
+        assert stats["fields"][name]["words"]["mean"] == round(statistics.fmean(words), 2)
+    # the dataset's README: median question 191 characters, median answer 84
+    assert stats["fields"]["question"]["chars"]["percentiles"]["p50"] == 191
+    assert stats["fields"]["answer"]["chars"]["percentiles"]["p50"] == 84
+    exact_keys = [(r["question"], r["answer"]) for r in rows]
+    assert stats["duplicates"]["exact"]["rows"] == len(exact_keys) - len(set(exact_keys))
+    text = "".join(r["question"] + r["answer"] for r in rows)
+    counts = stats["script_mix"]["counts"]
+    assert stats["characters"] == len(text)
+    assert counts["arabic_only"] == sum(text.count(c) for c in "يكةىۀأإؤئء")
+    assert counts["persian_digits"] == sum("۰" <= c <= "۹" for c in text)
+    assert counts["latin_digits"] == sum("0" <= c <= "9" for c in text)
+    assert counts["zwnj"] == text.count("\u200c")
+
+
+def test_duplicates_exact_and_near_exact() -> None:
+    acc = StatsAccumulator(("question", "answer"))
+    acc.add(1, [("question", "كتاب خوب"), ("answer", "بله ۱۲")])
+    acc.add(2, [("question", "كتاب خوب"), ("answer", "بله ۱۲")])  # exact copy of 1
+    acc.add(3, [("question", "کتاب  خوب!"), ("answer", "بله 12")])  # same after folding
+    acc.add(4, [("question", "کتاب بد"), ("answer", "نه")])
+    dup = acc.result()["duplicates"]
+    assert dup["exact"] == {"rows": 1, "groups": 1, "examples": [{"row": 2, "same_as_row": 1}]}
+    assert dup["near_exact"]["rows"] == 2
+    assert {"row": 3, "same_as_row": 1} in dup["near_exact"]["examples"]
+
+
+def test_script_mix_counts_each_class() -> None:
+    acc = StatsAccumulator(("text",))
+    acc.add(1, [("text", "کي AB ۱2٣\u200c")])
+    counts = acc.result()["script_mix"]["counts"]
+    assert counts["persian"] == 1 and counts["arabic_only"] == 1 and counts["latin"] == 2
+    assert counts["persian_digits"] == 1 and counts["latin_digits"] == 1
+    assert counts["arabic_digits"] == 1 and counts["zwnj"] == 1 and counts["whitespace"] == 2
