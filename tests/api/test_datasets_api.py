@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +215,22 @@ def test_health_and_readiness(client: TestClient) -> None:
     home = client.get("/")
     assert home.status_code == 200 and 'dir="rtl"' in home.text
     assert "/api/v1/datasets" in client.get("/openapi.json").json()["paths"]
+
+
+def test_leftovers_of_a_killed_import_are_cleaned_on_start(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "s", import_sample_dataset=False)
+    settings.ensure_dirs()
+    stale_dir = settings.tmp_dir / "import-dead"
+    stale_dir.mkdir()
+    (stale_dir / "records.jsonl").write_bytes(b"{}\n")
+    stale_file = settings.tmp_dir / "upload-dead.part"
+    stale_file.write_bytes(b"x")
+    fresh = settings.tmp_dir / "upload-in-progress.part"
+    fresh.write_bytes(b"y")
+    old = time.time() - 3600
+    for path in (stale_dir, stale_file):
+        os.utime(path, (old, old))
+    with TestClient(create_app(settings)):
+        pass
+    assert not stale_dir.exists() and not stale_file.exists()
+    assert fresh.exists()  # may belong to an import running in another process

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from lastedocation import __version__
 from lastedocation.api.routes import datasets, health, pages
-from lastedocation.datasets.service import import_sample_once
+from lastedocation.datasets.service import clean_leftovers, import_sample_once
 from lastedocation.db import make_engine, migrate, session_factory
 from lastedocation.errors import StudioError
 from lastedocation.settings import Settings
@@ -25,6 +25,7 @@ def create_app(settings: Settings) -> FastAPI:
     settings.ensure_dirs()
     engine = make_engine(settings)
     migrate(engine)
+    clean_leftovers(settings)
     sessions = session_factory(engine)
     if settings.import_sample_dataset:
         with sessions() as session:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from importlib import resources
@@ -125,14 +126,36 @@ def _store(staging: Path, target: Path, offsets: list[int]) -> None:
     """Move a staged dataset into place atomically; identical content is kept once."""
     if target.exists():
         return
-    (staging / "offsets.json").write_bytes(orjson.dumps({"every": INDEX_EVERY, "offsets": offsets}))
-    os.replace(staging, target)
+    with (staging / "offsets.json").open("wb") as f:
+        f.write(orjson.dumps({"every": INDEX_EVERY, "offsets": offsets}))
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if not target.is_dir():  # else: the same content was stored meanwhile
+            raise
+        return
     staging.mkdir()  # the caller removes it
     fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def clean_leftovers(settings: Settings, *, older_than_s: float = 300) -> int:
+    """Remove uploads and staging folders that a killed process left in DATA_DIR/tmp."""
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for entry in settings.tmp_dir.iterdir() if settings.tmp_dir.is_dir() else ():
+        if entry.lstat().st_mtime < cutoff:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def list_datasets(*, session: Session) -> list[Dataset]:
