@@ -35,4 +35,4 @@ def test_effect_counts_changed_rows_with_before_and_after(tmp_path: Path) -> Non
         "after": "کجا؟",
     }
     assert result.stats is not None
-    assert result.stats["script_mix"]["counts"]["arabic_only"] == 0
+    assert result.stats["script_mix"]["counts"]["arabic_forms"] == 0

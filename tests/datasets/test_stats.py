@@ -35,7 +35,7 @@ def test_percqa_stats_match_an_independent_count(percqa: Path) -> None:
     text = "".join(r["question"] + r["answer"] for r in rows)
     counts = stats["script_mix"]["counts"]
     assert stats["characters"] == len(text)
-    assert counts["arabic_only"] == sum(text.count(c) for c in "يكةىۀأإؤئء")
+    assert counts["arabic_forms"] == sum(text.count(c) for c in "يكىة")
     assert counts["persian_digits"] == sum("۰" <= c <= "۹" for c in text)
     assert counts["latin_digits"] == sum("0" <= c <= "9" for c in text)
     assert counts["zwnj"] == text.count("\u200c")
@@ -57,6 +57,6 @@ def test_script_mix_counts_each_class() -> None:
     acc = StatsAccumulator(("text",))
     acc.add(1, [("text", "کي AB ۱2٣\u200c")])
     counts = acc.result()["script_mix"]["counts"]
-    assert counts["persian"] == 1 and counts["arabic_only"] == 1 and counts["latin"] == 2
+    assert counts["persian"] == 1 and counts["arabic_forms"] == 1 and counts["latin"] == 2
     assert counts["persian_digits"] == 1 and counts["latin_digits"] == 1
     assert counts["arabic_digits"] == 1 and counts["zwnj"] == 1 and counts["whitespace"] == 2

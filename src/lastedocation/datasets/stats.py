@@ -19,7 +19,7 @@ import numpy as np
 # Character classes for the script mix.
 SCRIPTS = (
     "persian",
-    "arabic_only",
+    "arabic_forms",
     "latin",
     "persian_digits",
     "arabic_digits",
@@ -28,7 +28,8 @@ SCRIPTS = (
     "whitespace",
     "other",
 )
-_ARABIC_ONLY_LETTERS = "يكةىۀأإؤئء"  # forms Persian writes differently (or rarely)
+# Arabic letter forms where Persian writes another letter (ي ی, ك ک, ى ی, ة ه/ت)
+_ARABIC_FORMS = "يكىة"
 
 
 def _class_table() -> np.ndarray:
@@ -36,8 +37,8 @@ def _class_table() -> np.ndarray:
     for start, end in ((0x0621, 0x063A), (0x0641, 0x064A), (0x0671, 0x06D3)):
         table[start : end + 1] = SCRIPTS.index("persian")
     table[0x064B:0x0660] = SCRIPTS.index("persian")  # harakat count with the letters they mark
-    for ch in _ARABIC_ONLY_LETTERS:
-        table[ord(ch)] = SCRIPTS.index("arabic_only")
+    for ch in _ARABIC_FORMS:
+        table[ord(ch)] = SCRIPTS.index("arabic_forms")
     for ch in "پچژگکیآا":
         table[ord(ch)] = SCRIPTS.index("persian")
     table[ord("A") : ord("Z") + 1] = SCRIPTS.index("latin")
@@ -189,7 +190,7 @@ class StatsAccumulator:
         self._flush_scripts()
         total_chars = int(self.script_counts.sum())
         letters = int(
-            sum(self.script_counts[SCRIPTS.index(k)] for k in ("persian", "arabic_only", "latin"))
+            sum(self.script_counts[SCRIPTS.index(k)] for k in ("persian", "arabic_forms", "latin"))
         )
         return {
             "rows": self.rows,
@@ -208,7 +209,7 @@ class StatsAccumulator:
                     k: round(int(self.script_counts[SCRIPTS.index(k)]) / letters, 4)
                     if letters
                     else 0.0
-                    for k in ("persian", "arabic_only", "latin")
+                    for k in ("persian", "arabic_forms", "latin")
                 },
             },
             "duplicates": {
