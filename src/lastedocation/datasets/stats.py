@@ -9,8 +9,6 @@ number; script counts go through numpy in batches. Never the text itself: at
 
 from __future__ import annotations
 
-import hashlib
-import re
 from array import array
 from typing import Any
 
@@ -48,40 +46,44 @@ def _class_table() -> np.ndarray:
     table[0x0660:0x066A] = SCRIPTS.index("arabic_digits")
     table[ord("0") : ord("9") + 1] = SCRIPTS.index("latin_digits")
     table[0x200C] = SCRIPTS.index("zwnj")
+    table[0x1E:0x20] = len(SCRIPTS)  # the batch's separators: not counted
     for ch in " \t\n\r\f\v\u00a0\u2009\u202f":
         table[ord(ch)] = SCRIPTS.index("whitespace")
     return table
 
 
 _CLASSES = _class_table()
-_BATCH_CHARS = 1 << 20
-# Near-exact duplicates: the same text once letter forms, digits, case, spacing and
-# punctuation are folded away.
-_FOLD = str.maketrans(
-    {
-        "ي": "ی",
-        "ى": "ی",
-        "ك": "ک",
-        "ة": "ه",
-        "ۀ": "ه",
-        "أ": "ا",
-        "إ": "ا",
-        "آ": "ا",
-        "ـ": None,
-        **{chr(0x06F0 + i): str(i) for i in range(10)},
-        **{chr(0x0660 + i): str(i) for i in range(10)},
-    }
-)
-_NOT_WORD = re.compile(r"[\W_]+")
+_BATCH_CHARS = 1 << 18
+_FIELD_END, _ROW_END = 0x1F, 0x1E
+_MASK64 = (1 << 64) - 1
 
 
-def _hash64(text: str) -> int:
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+def _fold_table() -> np.ndarray:
+    """Code point -> folded code point for near-exact duplicates; 0 drops it.
+
+    Letters and digits are kept (lower-cased), Arabic letter forms and
+    Persian/Arabic digits become their plain forms, and everything else
+    (spacing, ZWNJ, punctuation, tatweel) is dropped: two rows that differ only
+    in those are near-exact duplicates.
+    """
+    table = np.zeros(0x10000, dtype=np.uint32)
+    for code in range(0x10000):
+        ch = chr(code)
+        if ch.isalnum():
+            lower = ch.lower()
+            table[code] = ord(lower) if len(lower) == 1 else code
+    fold = {"ي": "ی", "ى": "ی", "ك": "ک", "ة": "ه", "ۀ": "ه", "أ": "ا", "إ": "ا", "آ": "ا"}
+    for ch, plain in fold.items():
+        table[ord(ch)] = ord(plain)
+    for i in range(10):
+        table[0x06F0 + i] = table[0x0660 + i] = ord(str(i))
+    table[ord("ـ")] = 0
+    table[_FIELD_END] = _FIELD_END
+    table[_ROW_END] = _ROW_END
+    return table
 
 
-def near_key(text: str) -> str:
-    return _NOT_WORD.sub("", text.translate(_FOLD).lower())
+_FOLD = _fold_table()
 
 
 class LengthCounts:
@@ -166,28 +168,42 @@ class StatsAccumulator:
                 self.present[name] += 1
             self.chars[name].add(len(text))
             self.words[name].add(len(text.split()))
-        whole = "\x1f".join(f"{name}\x1e{text}" for name, text in texts)
-        self.exact.append(_hash64(whole))
-        self.near.append(_hash64("\x1f".join(near_key(text) for _, text in texts)))
+        self.exact.append(hash(tuple(texts)) & _MASK64)
+        # the row's texts go to a batch: script counts and near-exact hashes are
+        # computed there, over one UTF-32 array, instead of character by character
         for _, text in texts:
+            if "\x1e" in text or "\x1f" in text:
+                text = text.replace("\x1e", " ").replace("\x1f", " ")
             self._pending.append(text)
+            self._pending.append("\x1f")
             self._pending_chars += len(text)
+        self._pending.append("\x1e")
         if self._pending_chars >= _BATCH_CHARS:
-            self._flush_scripts()
+            self._flush()
 
-    def _flush_scripts(self) -> None:
+    def _flush(self) -> None:
         if not self._pending:
             return
         blob = "".join(self._pending).encode("utf-32-le", "surrogatepass")
-        points = np.frombuffer(blob, dtype=np.uint32)
-        classes = _CLASSES[np.minimum(points, 0xFFFF)]
-        classes[points > 0xFFFF] = SCRIPTS.index("other")
-        self.script_counts += np.bincount(classes, minlength=len(SCRIPTS))
         self._pending.clear()
         self._pending_chars = 0
+        points = np.frombuffer(blob, dtype=np.uint32)
+        low = np.minimum(points, 0xFFFF)
+        outside = points > 0xFFFF
+        classes = _CLASSES[low]
+        classes[outside] = SCRIPTS.index("other")
+        self.script_counts += np.bincount(classes, minlength=len(SCRIPTS) + 1)[: len(SCRIPTS)]
+        folded = _FOLD[low]
+        folded[outside] = 0
+        kept = folded[folded != 0]
+        data = kept.tobytes()
+        start = 0
+        for end in np.flatnonzero(kept == _ROW_END).tolist():
+            self.near.append(hash(data[4 * start : 4 * end]) & _MASK64)
+            start = end + 1
 
     def result(self) -> dict[str, Any]:
-        self._flush_scripts()
+        self._flush()
         total_chars = int(self.script_counts.sum())
         letters = int(
             sum(self.script_counts[SCRIPTS.index(k)] for k in ("persian", "arabic_forms", "latin"))
