@@ -60,3 +60,35 @@ def test_script_mix_counts_each_class() -> None:
     assert counts["persian"] == 1 and counts["arabic_forms"] == 1 and counts["latin"] == 2
     assert counts["persian_digits"] == 1 and counts["latin_digits"] == 1
     assert counts["arabic_digits"] == 1 and counts["zwnj"] == 1 and counts["whitespace"] == 2
+
+
+def test_percqa_as_json_and_csv_reads_the_same(percqa: Path, tmp_path: Path) -> None:
+    import csv
+
+    rows = [json.loads(line) for line in percqa.read_text(encoding="utf-8").splitlines()]
+    as_json = tmp_path / "percqa.json"
+    as_json.write_text(json.dumps({"data": rows}, ensure_ascii=False), encoding="utf-8")
+    as_csv = tmp_path / "percqa.csv"
+    with as_csv.open("w", encoding="utf-8-sig", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["qid", "cid", "question", "answer"])
+        writer.writeheader()
+        writer.writerows(rows)
+    reference = scan_file(percqa, filename=percqa.name, options=ScanOptions()).stats
+    assert reference is not None
+    for path in (as_json, as_csv):
+        result = scan_file(path, filename=path.name, options=ScanOptions())
+        assert result.report.ok and result.report.rows_valid == 9638, path.name
+        assert result.stats is not None
+        assert result.stats["fields"] == reference["fields"], path.name
+        for kind in ("exact", "near_exact"):
+            counted = result.stats["duplicates"][kind]
+            assert (counted["rows"], counted["groups"]) == (
+                reference["duplicates"][kind]["rows"],
+                reference["duplicates"][kind]["groups"],
+            )
+    # CSV rows are named by their first physical line: quoted newlines shift them
+    csv_rows = scan_file(as_csv, filename="p.csv", options=ScanOptions()).stats
+    assert csv_rows is not None
+    first_example = csv_rows["duplicates"]["exact"]["examples"][0]
+    lines = as_csv.read_text(encoding="utf-8-sig").splitlines()
+    assert lines[first_example["row"] - 1].split(",")[0] == str(rows[926]["qid"])

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from lastedocation.datasets.formats import DataFormat, FormatSpec
 from lastedocation.datasets.reader import FileFormat
 from lastedocation.datasets.scan import ScanOptions
 from lastedocation.errors import InvalidInput
 from lastedocation.settings import Settings
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite drops the zone of stored times: they are written in UTC
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
 class ImportOptions(BaseModel):
@@ -68,7 +76,7 @@ class DatasetPublic(BaseModel):
     rows: int
     rows_dropped: int
     normalized: bool
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class DatasetImported(DatasetPublic):
@@ -115,4 +123,4 @@ class SplitPublic(BaseModel):
     validation_rows: int
     train_groups: int
     validation_groups: int
-    created_at: datetime
+    created_at: UtcDatetime
