@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -81,23 +81,6 @@ def serve(
     uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
-def _scan_options(
-    settings: Settings,
-    file_format: FileFormat | None,
-    data_format: DataFormat | None,
-    question_field: str | None,
-    answer_field: str | None,
-    normalize: bool,
-) -> Any:
-    return ImportOptions(
-        file_format=file_format,
-        data_format=data_format,
-        question_field=question_field,
-        answer_field=answer_field,
-        normalize=normalize,
-    ).scan_options(settings)
-
-
 def _progress(path: Path) -> Progress:
     return Progress(
         "[progress.description]{task.description}",
@@ -132,6 +115,23 @@ def _print_report(result: ScanResult | dict[str, Any], as_json: bool) -> None:
         console.print(table)
 
 
+def _scan(file: Path, label: str, **choices: Any) -> ScanResult:
+    """Validate a file with a progress bar; a user's mistake exits with its message."""
+    settings = load_settings()
+    try:
+        options = ImportOptions(**choices).scan_options(settings)
+        with _progress(file) as bar:
+            task = bar.add_task(label, total=file.stat().st_size)
+            return service.validate_file(
+                path=file,
+                filename=file.name,
+                options=options,
+                progress=lambda done: bar.update(task, completed=done),
+            )
+    except StudioError as exc:
+        _fail(exc)
+
+
 @data_app.command("validate")
 def data_validate(
     file: FileArg,
@@ -143,21 +143,15 @@ def data_validate(
     as_json: JsonOpt = False,
 ) -> None:
     """Check a file; exit 1 when it has problems."""
-    settings = load_settings()
-    try:
-        options = _scan_options(
-            settings, file_format, data_format, question_field, answer_field, normalize
-        )
-        with _progress(file) as bar:
-            task = bar.add_task("validating", total=file.stat().st_size)
-            result = service.validate_file(
-                path=file,
-                filename=file.name,
-                options=options,
-                progress=lambda done: bar.update(task, completed=done),
-            )
-    except StudioError as exc:
-        _fail(exc)
+    result = _scan(
+        file,
+        "validating",
+        file_format=file_format,
+        data_format=data_format,
+        question_field=question_field,
+        answer_field=answer_field,
+        normalize=normalize,
+    )
     _print_report(result, as_json)
     if not result.report.ok:
         raise typer.Exit(1)
@@ -187,9 +181,13 @@ def data_import(
     settings = load_settings()
     sessions = _open_studio(settings)
     try:
-        options = _scan_options(
-            settings, file_format, data_format, question_field, answer_field, normalize
-        )
+        options = ImportOptions(
+            file_format=file_format,
+            data_format=data_format,
+            question_field=question_field,
+            answer_field=answer_field,
+            normalize=normalize,
+        ).scan_options(settings)
         with sessions() as session, _progress(file) as bar:
             task = bar.add_task("importing", total=file.stat().st_size)
             dataset, result = service.import_file(
@@ -230,7 +228,7 @@ def data_preview(
     """Show rows of a file as the studio reads them (canonical chat turns)."""
     settings = load_settings()
     try:
-        options = _scan_options(settings, None, data_format, None, None, False)
+        options = ImportOptions(data_format=data_format).scan_options(settings)
         buffer = _Head(offset + limit)
         with contextlib.suppress(_Full):
             scan_file(file, filename=file.name, options=options, out=buffer)  # type: ignore[arg-type]
@@ -275,19 +273,13 @@ def data_stats(
     as_json: JsonOpt = False,
 ) -> None:
     """Statistics of a file: lengths, duplicates, script mix."""
-    settings = load_settings()
-    try:
-        options = _scan_options(settings, None, data_format, question_field, answer_field, False)
-        with _progress(file) as bar:
-            task = bar.add_task("reading", total=file.stat().st_size)
-            result = service.validate_file(
-                path=file,
-                filename=file.name,
-                options=options,
-                progress=lambda done: bar.update(task, completed=done),
-            )
-    except StudioError as exc:
-        _fail(exc)
+    result = _scan(
+        file,
+        "reading",
+        data_format=data_format,
+        question_field=question_field,
+        answer_field=answer_field,
+    )
     stats = result.stats or {}
     if as_json:
         console.print_json(json.dumps(stats, ensure_ascii=False))
@@ -317,7 +309,7 @@ def data_stats(
     console.print("letters: " + "  ".join(f"{k} {v:.1%}" for k, v in mix.items()))
 
 
-def _fail(exc: StudioError) -> None:
+def _fail(exc: StudioError) -> NoReturn:
     err.print(f"[red]error:[/] {exc.detail}")
     raise typer.Exit(2 if exc.status_code >= 500 else 1)
 
