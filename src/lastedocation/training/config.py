@@ -1,0 +1,197 @@
+"""The run config: every field documented, every problem reported at once.
+
+A config is YAML (or JSON) with four sections, `data`, `model`, `training`
+and `lora`; unknown keys are errors (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lastedocation.errors import InvalidInput
+
+PRESETS = ("llama-tiny", "llama-small", "gpt2-tiny", "gpt2-small")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    train: Path = Field(description="Training data: any file the studio imports, or its records.")
+    validation: Path | None = Field(
+        default=None, description="Validation data; default: split off the training data."
+    )
+    validation_fraction: float = Field(
+        default=0.1, ge=0, lt=1, description="Share held out when `validation` is not given."
+    )
+    split_key: str | None = Field(
+        default=None, description="Field whose groups stay together in the split (e.g. qid)."
+    )
+    max_rows: int | None = Field(default=None, ge=1, description="Use only the first N rows.")
+    data_format: Literal["qa", "alpaca", "openai", "sharegpt", "text"] | None = None
+    question_field: str | None = None
+    answer_field: str | None = None
+    normalize: bool = Field(default=False, description="Persian normalization before training.")
+    drop_invalid: bool = Field(default=False, description="Leave out rows that fail validation.")
+
+
+class ModelConfig(_Section):
+    source: Literal["scratch", "local", "hub"] = Field(
+        default="scratch", description="scratch: a small model and tokenizer trained here."
+    )
+    preset: Literal["llama-tiny", "llama-small", "gpt2-tiny", "gpt2-small"] = "llama-tiny"
+    path: Path | None = Field(default=None, description="Folder in Hugging Face format (local).")
+    hub_id: str | None = Field(default=None, description="Model id on the Hugging Face Hub.")
+    revision: str | None = None
+    cache_dir: Path | None = Field(default=None, description="Where Hub downloads are kept.")
+    vocab_size: int = Field(default=4000, ge=300, description="Scratch tokenizer's vocabulary.")
+
+
+class LoraSettings(_Section):
+    r: int = Field(default=8, ge=1)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: list[str] | None = Field(
+        default=None, description="Default: the attention and MLP projections of the model."
+    )
+    merge: bool = Field(default=True, description="Also write the merged full model.")
+
+
+class TrainingConfig(_Section):
+    method: Literal["full", "lora", "qlora"] = "full"
+    seq_len: int = Field(default=512, ge=8, description="Longest sequence in tokens.")
+    packing: bool = Field(
+        default=True, description="Pack several examples into one sequence (attention kept apart)."
+    )
+    batch_size: int = Field(default=8, ge=1)
+    grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(default=3e-4, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_steps: int = Field(default=0, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1, description="Overrides epochs.")
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="auto: bf16 on GPUs that have it, fp16 on others, fp32 on CPU."
+    )
+    eval_every: int = Field(default=50, ge=1, description="Steps between evaluations.")
+    eval_max_batches: int | None = Field(default=None, ge=1)
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, description="Stop after this many evaluations without improvement."
+    )
+    save_every: int = Field(default=100, ge=1, description="Steps between checkpoints.")
+    keep_last: int = Field(default=2, ge=1, description="Checkpoints kept, besides the best.")
+    log_every: int = Field(default=1, ge=1)
+    threads: int | None = Field(default=None, ge=1, description="CPU threads for torch.")
+
+
+class RunConfig(_Section):
+    name: str = "run"
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    lora: LoraSettings = LoraSettings()
+
+
+class ConfigError(InvalidInput):
+    """Every problem of a config, each naming the field and the fix."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        lines = "\n".join(f"  {field}: {message}" for field, message in problems)
+        super().__init__(
+            f"the run config has {len(problems)} problem(s):\n{lines}",
+            problems=[{"field": f, "message": m} for f, m in problems],
+        )
+        self.problems = problems
+
+
+def parse_config(raw: dict[str, Any], *, base_dir: Path | None = None) -> RunConfig:
+    """Validate a config dict; relative paths are taken from `base_dir`."""
+    problems: list[tuple[str, str]] = []
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"]) or "(config)"
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = "unknown field; check its spelling"
+            problems.append((field, message))
+        raise ConfigError(problems) from None
+    if base_dir is not None:
+        _resolve_paths(config, base_dir)
+    problems.extend(_semantic_problems(config))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: Path) -> RunConfig:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError([("(file)", f"cannot read {path}: {exc}")]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([("(file)", f"{path} must hold a mapping of sections")])
+    return parse_config(raw, base_dir=path.parent)
+
+
+def dump_config(config: RunConfig, path: Path) -> None:
+    data = config.model_dump(mode="json")
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
+def _resolve_paths(config: RunConfig, base: Path) -> None:
+    def resolve(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+    config.data.train = resolve(config.data.train) or config.data.train
+    config.data.validation = resolve(config.data.validation)
+    config.model.path = resolve(config.model.path)
+    config.model.cache_dir = resolve(config.model.cache_dir)
+
+
+def _semantic_problems(config: RunConfig) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    data, model, training = config.data, config.model, config.training
+    if not data.train.is_file():
+        problems.append(("data.train", f"no file at {data.train}"))
+    if data.validation is not None and not data.validation.is_file():
+        problems.append(("data.validation", f"no file at {data.validation}"))
+    if bool(data.question_field) != bool(data.answer_field):
+        problems.append(("data.question_field", "give question_field and answer_field together"))
+    if model.source == "local":
+        if model.path is None:
+            problems.append(("model.path", "source is local: give the model folder"))
+        elif not (model.path / "config.json").is_file():
+            problems.append(("model.path", f"{model.path} has no config.json (not a HF model)"))
+    if model.source == "hub" and not model.hub_id:
+        problems.append(("model.hub_id", "source is hub: give the model id, e.g. org/name"))
+    if model.source == "scratch" and training.method != "full":
+        problems.append(
+            ("training.method", "a model trained from scratch has no base to adapt: use full")
+        )
+    if training.method == "qlora":
+        problems.extend(_qlora_problems())
+    if training.warmup_steps and training.max_steps and training.warmup_steps >= training.max_steps:
+        problems.append(("training.warmup_steps", "must be smaller than training.max_steps"))
+    return problems
+
+
+def _qlora_problems() -> list[tuple[str, str]]:
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return [("training.method", "qlora needs a CUDA GPU; use lora on this machine")]
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return [("training.method", "qlora needs bitsandbytes: pip install bitsandbytes")]
+    return []
