@@ -163,10 +163,30 @@ def encode_record(
     else:
         ids, labels = _encode_chat(record["messages"], tokenizer)
     truncated = len(ids) > seq_len
-    ids, labels = ids[:seq_len], labels[:seq_len]
+    if truncated:
+        ids, labels = _truncate(ids, labels, seq_len)
     if labels:
         labels[0] = IGNORE
     return Example(ids, labels), truncated
+
+
+def _truncate(ids: list[int], labels: list[int], seq_len: int) -> tuple[list[int], list[int]]:
+    """Fit `seq_len`, keeping the first answer in view.
+
+    Cutting only the end would drop the answer of a long question, leaving nothing
+    to learn. Instead the prompt before the first answer keeps at least half the
+    room (its beginning and its end, with the assistant header; the middle goes)
+    and the answer gets the rest, cut at its end if it must be.
+    """
+    first = next((i for i, label in enumerate(labels) if label != IGNORE), len(ids))
+    answer = len(ids) - first
+    prompt_room = max(seq_len - answer, seq_len // 2) if first else 0
+    prompt_room = min(prompt_room, first)
+    head = prompt_room // 2
+    tail = prompt_room - head
+    keep = list(range(head)) + list(range(first - tail, first))
+    keep += list(range(first, first + seq_len - len(keep)))
+    return [ids[i] for i in keep], [labels[i] for i in keep]
 
 
 def _encode_chat(

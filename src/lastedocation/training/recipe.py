@@ -36,7 +36,6 @@ from transformers import (
     PreTrainedTokenizerBase,
     get_scheduler,
 )
-
 from transformers.utils import logging as hf_logging
 
 from lastedocation.errors import InvalidInput
@@ -299,6 +298,9 @@ class _Run:
         self.events.emit(
             "state", state="running", step=self.state.step, total_steps=self.total_steps
         )
+        if self.val_plan is not None and self.state.step == 0:
+            # the starting point, so every later evaluation has something to beat
+            self.events.emit("eval", step=0, best=False, **self.evaluate())  # type: ignore[arg-type]
         control = Control(self.dir / "control", self.dir / "events.jsonl")
         recent: list[float] = []
         while self.state.step < self.total_steps:
