@@ -315,6 +315,107 @@ def _fail(exc: StudioError) -> NoReturn:
 
 
 @app.command()
+def train(
+    config: Annotated[
+        Path | None,
+        typer.Argument(exists=True, dir_okay=False, help="Run config (YAML); see README."),
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run folder (default: ./runs/NAME-TIME).")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Resume the run in this folder."),
+    ] = None,
+) -> None:
+    """Train a model headless, with a progress bar. Ctrl-C pauses (checkpoint, then exit);
+    `--resume RUN_DIR` carries on exactly where it stopped."""
+    from datetime import datetime
+
+    from lastedocation.training.config import ConfigError, dump_config, load_config
+    from lastedocation.training.recipe import train_run
+
+    if (config is None) == (resume is None):
+        raise typer.BadParameter("give a CONFIG to start a run, or --resume RUN_DIR")
+    if resume is not None:
+        folder = resume
+    else:
+        assert config is not None
+        try:
+            parsed = load_config(config)
+        except ConfigError as exc:
+            _fail(exc)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = run_dir or Path("runs") / f"{parsed.name}-{stamp}"
+        folder.mkdir(parents=True, exist_ok=True)
+        dump_config(parsed, folder / "config.yaml")
+    console.print(f"run folder: [bold]{folder}[/]")
+    with _TrainProgress() as progress:
+        outcome = train_run(folder, observer=progress.on_event, handle_sigint=True)
+    if outcome.state == "paused":
+        console.print(f"paused at step {outcome.step}: resume with --resume {folder}")
+    elif outcome.state == "failed":
+        err.print(f"[red]failed:[/] {progress.failure}")
+    else:
+        console.print(f"{outcome.state} at step {outcome.step}; model in {folder / 'model'}")
+    raise typer.Exit(outcome.exit_code)
+
+
+class _TrainProgress:
+    """A Rich progress bar fed by the trainer's events."""
+
+    def __init__(self) -> None:
+        self.bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            "step {task.completed}/{task.total}",
+            "loss {task.fields[loss]}",
+            "{task.fields[speed]} tok/s",
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.bar.add_task("training", total=None, loss="-", speed="-")
+        self.failure = ""
+
+    def __enter__(self) -> _TrainProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.bar.stop()
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "metrics":
+            self.bar.update(
+                self.task,
+                completed=event["step"],
+                total=event["total_steps"],
+                loss=f"{event['loss']:.4f}",
+                speed=f"{event['tokens_per_s']:,.0f}",
+            )
+        elif kind == "rewind":
+            self.bar.update(self.task, completed=event["to_step"])
+        elif kind == "eval":
+            mark = " (best)" if event["best"] else ""
+            self.bar.console.print(
+                f"step {event['step']}: validation loss {event['val_loss']:.4f}, "
+                f"perplexity {event['perplexity']:.1f}, "
+                f"token accuracy {event['token_accuracy']:.3f}{mark}"
+            )
+        elif kind == "preflight":
+            self.bar.console.print(
+                f"pre-flight: {event['examples']:,} training examples, "
+                f"{event['validation_examples']:,} validation, {event['tokens']:,} tokens, "
+                f"{event['truncated']:,} truncated to {event['seq_len']}"
+            )
+        elif kind == "log" and event["level"] in ("warning", "error"):
+            self.bar.console.print(f"[yellow]{event['message']}[/]")
+        elif kind == "state" and event["state"] == "failed":
+            self.failure = event.get("message", "")
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     from lastedocation import __version__

@@ -106,6 +106,8 @@ class _Signals:
 def train_run(
     run_dir: Path, *, observer: Observer | None = None, handle_sigint: bool = False
 ) -> Outcome:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    hf_logging.disable_progress_bar()
     events = EventLog(run_dir / "events.jsonl", observer)
     try:
         with Heartbeat(run_dir / "heartbeat") as heartbeat, _Signals(handle_sigint) as signals:
@@ -593,6 +595,4 @@ def main_exit_code(run_dir: Path) -> int:
     if not (run_dir / "config.yaml").is_file():
         print(f"error: {run_dir} has no config.yaml", flush=True)
         return EXIT_FAILED
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    hf_logging.disable_progress_bar()
     return train_run(run_dir).exit_code
