@@ -1,0 +1,363 @@
+"""Benchmark: training throughput of our trainer against plain Hugging Face and raw PyTorch.
+
+What is measured, against what, and why:
+
+* Tokens/s of `train_run` (our trainer, from scratch, fp32, packing OFF) against the two
+  obvious alternatives doing the same work: a plain `transformers.Trainer`, and the
+  simplest raw PyTorch loop (forward with labels, backward, clip, AdamW, cosine LR). All
+  three train the same model shape from the same seeded initialisation on the same token
+  ids, in the same batches (our `BatchPlan`, padded to the longest row) for the same steps,
+  so a lower tokens/s is overhead of the trainer, not different work. Equal mean losses
+  show that the work was the same. Target: ours >= 0.97x the Trainer.
+* Packing vs padding, both with our trainer: real (non-padding) tokens/s and padding
+  share. Target: packing >= 1.5x on PerCQA lengths.
+* MFU (model FLOPs utilization): 6 x parameters x tokens/s (forward + backward, attention
+  FLOPs left out), over the TFLOP/s of a 2048x2048 matmul timed in this process, in fp32
+  and bf16, and our trainer once more with `precision: bf16` (CPU autocast): is it faster?
+
+"Tokens/s" is always real (non-padding) tokens over wall time, measured end to end from
+the end of step WARMUP to the end of the last step (the first WARMUP steps, with lazy
+initialisation and cold allocator and kernel caches, are left out). End to end means that
+batch building, logging and callbacks count for everyone: the Trainer builds its batches
+between `on_step_end` and the next `on_step_begin`, so a begin-to-end clock would leave
+its data loading out while ours (`step_seconds`) includes it. For ours the clock is an
+observer on the `metrics` events, and real tokens are differences of `tokens_seen`.
+Everything runs in one process, on THREADS CPU threads.
+
+    .venv/bin/python bench/train_bench.py [--rows 1000] [--steps 40] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch
+import yaml
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    get_scheduler,
+)
+from transformers.utils import logging as hf_logging
+
+from lastedocation.training.data import IGNORE, Batch, BatchPlan, encode_file
+from lastedocation.training.events import read_events
+from lastedocation.training.recipe import train_run
+
+PERCQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "percqa" / "train.jsonl"
+THREADS, SEED, LR, WARMUP = 2, 0, 3e-4, 5
+TARGET_VS_TRAINER, TARGET_PACKING = 0.97, 1.5
+Result = dict[str, Any]
+
+
+def rate(ends: list[float], real: list[int]) -> float:
+    """Real tokens/s of steps WARMUP+1..N, from the times each step ended."""
+    return sum(real[WARMUP:]) / (ends[-1] - ends[WARMUP - 1])
+
+
+def run_ours(work: Path, name: str, args: argparse.Namespace, **training: Any) -> Result:
+    """`train_run` on a fresh run folder; figures from its `metrics` events."""
+    run_dir = work / name
+    run_dir.mkdir()
+    config = {
+        "name": name,
+        "data": {"train": str(PERCQA), "max_rows": args.rows, "validation_fraction": 0},
+        "model": {"source": "scratch", "preset": args.preset},
+        "training": {
+            "seq_len": args.seq_len,
+            "batch_size": args.batch_size,
+            "packing": False,
+            "precision": "fp32",
+            "max_steps": args.steps,
+            "lr": LR,
+            "seed": SEED,
+            "threads": THREADS,
+            "save_every": args.steps + 1,  # only the final save, after the timed steps
+            **training,
+        },
+    }
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    metrics: list[dict[str, Any]] = []
+    ends: list[float] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event["type"] == "metrics":
+            ends.append(time.perf_counter())
+            metrics.append(event)
+
+    outcome = train_run(run_dir, observer=observe)
+    if outcome.state != "completed":
+        last = [e for e in read_events(run_dir / "events.jsonl") if e["type"] == "state"][-1]
+        raise SystemExit(f"{name}: training {outcome.state}: {last.get('message')}")
+    seen = [0] + [m["tokens_seen"] for m in metrics]
+    real = [b - a for a, b in itertools.pairwise(seen)]
+    padded = [r / (1 - m["padding_share"]) for r, m in zip(real, metrics, strict=True)]
+    in_step = sum(m["step_seconds"] for m in metrics[WARMUP:])
+    return {
+        "tokens_per_s": rate(ends, real),
+        "tokens_per_s_in_step": sum(real[WARMUP:]) / in_step,
+        "mean_loss": sum(m["loss"] for m in metrics) / len(metrics),
+        "padding_share": 1 - sum(real) / sum(padded),
+        "real_tokens": sum(real),
+        "run_dir": run_dir,
+    }
+
+
+def fresh_model(base: Path) -> torch.nn.Module:
+    """The model shape of our run, initialised from the same seed as our trainer does."""
+    torch.manual_seed(SEED)
+    config = AutoConfig.from_pretrained(base)
+    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+
+
+class _StepClock(TrainerCallback):
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_step_end(self, *_: Any, **__: Any) -> None:
+        self.ends.append(time.perf_counter())
+
+
+def run_trainer(work: Path, base: Path, batches: list[Batch], pad_id: int) -> Result:
+    """A plain `transformers.Trainer`; its rows are our batches' rows, in our order."""
+    rows = [
+        {"input_ids": ids[: int(n)], "labels": labels[: int(n)]}
+        for b in batches
+        for ids, labels, n in zip(b.input_ids, b.labels, b.attention_mask.sum(1), strict=True)
+    ]
+
+    def collate(features: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+        attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+        for i, f in enumerate(features):
+            size = len(f["input_ids"])
+            input_ids[i, :size], labels[i, :size] = f["input_ids"], f["labels"]
+            attention_mask[i, :size] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+    training_args = TrainingArguments(
+        output_dir=str(work / "hf-trainer"),
+        per_device_train_batch_size=batches[0].samples,
+        max_steps=len(batches),
+        learning_rate=LR,
+        lr_scheduler_type="cosine",
+        adam_beta2=0.95,  # ours uses betas (0.9, 0.95); everything else is a default
+        train_sampling_strategy="sequential",  # keeps our batches as they are
+        use_cpu=True,
+        dataloader_num_workers=0,
+        seed=SEED,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+    )
+    clock = _StepClock()
+    trainer = Trainer(
+        model=fresh_model(base),
+        args=training_args,
+        train_dataset=rows,  # type: ignore[arg-type]
+        data_collator=collate,
+        callbacks=[clock],
+    )
+    trainer.remove_callback(PrinterCallback)  # it would print the final metrics dict
+    output = trainer.train()
+    real = [b.real_tokens for b in batches]
+    return {"tokens_per_s": rate(clock.ends, real), "mean_loss": output.training_loss}
+
+
+def run_raw(base: Path, plan: BatchPlan, steps: int) -> Result:
+    """The simplest loop that does the same step: our batches, built inside the loop."""
+    model = fresh_model(base)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0)
+    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=0, num_training_steps=steps)
+    ends: list[float] = []
+    real: list[int] = []
+    losses: list[float] = []
+    for k in range(steps):
+        batch = plan.batch(k)
+        loss = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
+        ).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        real.append(batch.real_tokens)
+        ends.append(time.perf_counter())
+    return {"tokens_per_s": rate(ends, real), "mean_loss": sum(losses) / len(losses)}
+
+
+def matmul_tflops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    """TFLOP/s of an n x n @ n x n matmul: the practical peak of this CPU."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    for _ in range(3):
+        a @ b
+    started = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - started) / 1e12
+
+
+def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    peak = {"fp32": matmul_tflops(torch.float32), "bf16": matmul_tflops(torch.bfloat16)}
+    print(f"matmul peak: fp32 {peak['fp32']:.3f}, bf16 {peak['bf16']:.3f} TFLOP/s", flush=True)
+    ours = run_ours(work, "ours-padded", args)
+    print(f"ours (padded, fp32): {ours['tokens_per_s']:.0f} tokens/s", flush=True)
+
+    # The other two reuse our run's tokenizer, model config and canonical records.
+    run_dir = ours.pop("run_dir")
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "base")
+    data = encode_file(run_dir / "data" / "all.jsonl", tokenizer, args.seq_len)
+    plan = BatchPlan(
+        data.examples,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        packing=False,
+        pad_id=tokenizer.pad_token_id,
+        seed=SEED,
+    )
+    if args.steps > plan.per_epoch:
+        raise SystemExit(f"--rows {args.rows} gives {plan.per_epoch} batches: raise --rows")
+    batches = [plan.batch(k) for k in range(args.steps)]
+    if sum(b.real_tokens for b in batches) != ours["real_tokens"]:
+        raise SystemExit("the rebuilt batches differ from our trainer's: not the same data")
+    trainer = run_trainer(work, run_dir / "base", batches, tokenizer.pad_token_id)
+    print(f"HF Trainer: {trainer['tokens_per_s']:.0f} tokens/s", flush=True)
+    raw = run_raw(run_dir / "base", plan, args.steps)
+    print(f"raw loop: {raw['tokens_per_s']:.0f} tokens/s", flush=True)
+
+    # A padded row carries one example (mean_len real tokens), a packed row about seq_len
+    # of them: packing mean_len/seq_len as many rows gives both about the same real tokens
+    # per step, so per-step costs (optimizer, clipping, logging) weigh the same in both and
+    # the ratio shows what padding wastes (net of the longer rows packing attends over).
+    mean_len = data.tokens / len(data.examples)
+    packed_batch = max(1, round(args.batch_size * mean_len / args.seq_len))
+    packed = run_ours(work, "ours-packed", args, packing=True, batch_size=packed_batch)
+    print(f"ours (packed x{packed_batch}): {packed['tokens_per_s']:.0f} tokens/s", flush=True)
+    bf16 = run_ours(work, "ours-bf16", args, precision="bf16")
+    print(f"ours (padded, bf16 autocast): {bf16['tokens_per_s']:.0f} tokens/s", flush=True)
+    for result in (packed, bf16):
+        result.pop("run_dir")
+
+    params = sum(p.numel() for p in fresh_model(run_dir / "base").parameters())
+    for result, dtype in ((ours, "fp32"), (trainer, "fp32"), (raw, "fp32"), (bf16, "bf16")):
+        result["mfu"] = 6 * params * result["tokens_per_s"] / (peak[dtype] * 1e12)
+    return {
+        "settings": {**{k: v for k, v in vars(args).items() if k != "json"}, "threads": THREADS}
+        | {"warmup_steps_excluded": WARMUP, "packed_batch_size": packed_batch},
+        "data": {"examples": len(data.examples), "mean_tokens": mean_len, "parameters": params},
+        "matmul_tflops": peak,
+        "ours": ours,
+        "hf_trainer": trainer,
+        "raw": raw,
+        "ours_packed": packed,
+        "ours_bf16": bf16,
+        "ours_vs_trainer": ours["tokens_per_s"] / trainer["tokens_per_s"],
+        "ours_vs_raw": ours["tokens_per_s"] / raw["tokens_per_s"],
+        "packing_vs_padding": packed["tokens_per_s"] / ours["tokens_per_s"],
+        "bf16_vs_fp32": bf16["tokens_per_s"] / ours["tokens_per_s"],
+    }
+
+
+def report(r: dict[str, Any]) -> None:
+    def verdict(value: float, target: float) -> str:
+        return "PASS" if value >= target else "FAIL"
+
+    s, d = r["settings"], r["data"]
+    print(
+        f"\n{d['parameters']:,}-parameter {s['preset']}, seq_len {s['seq_len']}, "
+        f"{d['examples']} examples (mean {d['mean_tokens']:.0f} tokens), {s['steps']} steps, "
+        f"first {s['warmup_steps_excluded']} excluded, {s['threads']} threads\n"
+    )
+    rows = [
+        ("matmul 2048^3 fp32 TFLOP/s", f"{r['matmul_tflops']['fp32']:.3f}", ""),
+        ("matmul 2048^3 bf16 TFLOP/s", f"{r['matmul_tflops']['bf16']:.3f}", ""),
+    ]
+    names = {"ours": "ours", "hf_trainer": "HF Trainer", "raw": "raw loop"}
+    for key, name in names.items():
+        result = r[key]
+        rows.append((f"{name} tokens/s (padded, fp32)", f"{result['tokens_per_s']:.0f}", ""))
+        rows.append((f"{name} mean loss", f"{result['mean_loss']:.4f}", ""))
+        rows.append((f"{name} MFU (fp32)", f"{result['mfu']:.1%}", ""))
+    rows += [
+        ("ours tokens/s inside _step only", f"{r['ours']['tokens_per_s_in_step']:.0f}", ""),
+        ("ours / HF Trainer", f"{r['ours_vs_trainer']:.3f}x", ">= 0.97x", ""),
+        ("ours / raw loop", f"{r['ours_vs_raw']:.3f}x", ""),
+        (
+            f"packed tokens/s (batch {s['packed_batch_size']})",
+            f"{r['ours_packed']['tokens_per_s']:.0f}",
+            "",
+        ),
+        ("padded padding share", f"{r['ours']['padding_share']:.1%}", ""),
+        ("packed padding share", f"{r['ours_packed']['padding_share']:.1%}", ""),
+        ("packing / padding", f"{r['packing_vs_padding']:.3f}x", ">= 1.5x", ""),
+        ("ours bf16 autocast tokens/s", f"{r['ours_bf16']['tokens_per_s']:.0f}", ""),
+        ("ours bf16 mean loss", f"{r['ours_bf16']['mean_loss']:.4f}", ""),
+        ("ours bf16 MFU (vs bf16 matmul)", f"{r['ours_bf16']['mfu']:.1%}", ""),
+        ("bf16 / fp32", f"{r['bf16_vs_fp32']:.3f}x", "faster?", ""),
+    ]
+    checks = {
+        "ours / HF Trainer": verdict(r["ours_vs_trainer"], TARGET_VS_TRAINER),
+        "packing / padding": verdict(r["packing_vs_padding"], TARGET_PACKING),
+        "bf16 / fp32": "yes" if r["bf16_vs_fp32"] > 1 else "no",
+    }
+    print(f"{'figure':<40} {'value':>10}  {'target':<9} result")
+    for label, value, target in rows:
+        print(f"{label:<40} {value:>10}  {target:<9} {checks.get(label, '')}".rstrip())
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1000, help="first N PerCQA rows")
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run")
+    parser.add_argument("--preset", default="llama-small", help="from-scratch model preset")
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=8, help="padded rows per step")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if args.steps <= WARMUP + 1:
+        parser.error(f"--steps must be more than {WARMUP + 1} ({WARMUP} are warm-up)")
+    return args
+
+
+def main() -> int:
+    args = _parse_args()
+    if not PERCQA.is_file():
+        raise SystemExit(f"PerCQA is missing at {PERCQA}")
+    torch.set_num_threads(THREADS)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="train-bench-") as work:
+        results = bench(args, Path(work))
+    results["seconds"] = time.perf_counter() - started
+    report(results)
+    print(f"\ntotal {results['seconds']:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
