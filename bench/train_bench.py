@@ -35,6 +35,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +63,19 @@ PERCQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "percqa" / "t
 THREADS, SEED, LR, WARMUP = 2, 0, 3e-4, 5
 TARGET_VS_TRAINER, TARGET_PACKING = 0.97, 1.5
 Result = dict[str, Any]
+LABELS = {
+    "ours": "ours (padded, fp32)",
+    "hf_trainer": "HF Trainer (padded, fp32)",
+    "raw": "raw loop (padded, fp32)",
+    "ours_packed": "ours (packed, fp32)",
+    "ours_bf16": "ours (padded, bf16 autocast)",
+}
 
 
-def rate(ends: list[float], real: list[int]) -> float:
-    """Real tokens/s of steps WARMUP+1..N, from the times each step ended."""
-    return sum(real[WARMUP:]) / (ends[-1] - ends[WARMUP - 1])
+def timed(ends: list[float], real: list[int]) -> Result:
+    """Real tokens and seconds of steps WARMUP+1..N, from the times each step ended."""
+    tokens, seconds = sum(real[WARMUP:]), ends[-1] - ends[WARMUP - 1]
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
 
 
 def run_ours(work: Path, name: str, args: argparse.Namespace, **training: Any) -> Result:
@@ -106,14 +115,11 @@ def run_ours(work: Path, name: str, args: argparse.Namespace, **training: Any) -
     seen = [0] + [m["tokens_seen"] for m in metrics]
     real = [b - a for a, b in itertools.pairwise(seen)]
     padded = [r / (1 - m["padding_share"]) for r, m in zip(real, metrics, strict=True)]
-    in_step = sum(m["step_seconds"] for m in metrics[WARMUP:])
-    return {
-        "tokens_per_s": rate(ends, real),
-        "tokens_per_s_in_step": sum(real[WARMUP:]) / in_step,
+    return timed(ends, real) | {
+        "in_step_seconds": sum(m["step_seconds"] for m in metrics[WARMUP:]),
         "mean_loss": sum(m["loss"] for m in metrics) / len(metrics),
         "padding_share": 1 - sum(real) / sum(padded),
         "real_tokens": sum(real),
-        "run_dir": run_dir,
     }
 
 
@@ -180,7 +186,7 @@ def run_trainer(work: Path, base: Path, batches: list[Batch], pad_id: int) -> Re
     trainer.remove_callback(PrinterCallback)  # it would print the final metrics dict
     output = trainer.train()
     real = [b.real_tokens for b in batches]
-    return {"tokens_per_s": rate(clock.ends, real), "mean_loss": output.training_loss}
+    return timed(clock.ends, real) | {"mean_loss": output.training_loss}
 
 
 def run_raw(base: Path, plan: BatchPlan, steps: int) -> Result:
@@ -205,7 +211,7 @@ def run_raw(base: Path, plan: BatchPlan, steps: int) -> Result:
         losses.append(loss.item())
         real.append(batch.real_tokens)
         ends.append(time.perf_counter())
-    return {"tokens_per_s": rate(ends, real), "mean_loss": sum(losses) / len(losses)}
+    return timed(ends, real) | {"mean_loss": sum(losses) / len(losses)}
 
 
 def matmul_tflops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
@@ -222,109 +228,120 @@ def matmul_tflops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
 def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     peak = {"fp32": matmul_tflops(torch.float32), "bf16": matmul_tflops(torch.bfloat16)}
     print(f"matmul peak: fp32 {peak['fp32']:.3f}, bf16 {peak['bf16']:.3f} TFLOP/s", flush=True)
-    ours = run_ours(work, "ours-padded", args)
-    print(f"ours (padded, fp32): {ours['tokens_per_s']:.0f} tokens/s", flush=True)
+    runs: dict[str, list[Result]] = {"ours": [run_ours(work, "ours-1", args)]}
+    print(f"{LABELS['ours']}, run 1: {runs['ours'][0]['tokens_per_s']:.0f} tokens/s", flush=True)
 
-    # The other two reuse our run's tokenizer, model config and canonical records.
-    run_dir = ours.pop("run_dir")
-    tokenizer = AutoTokenizer.from_pretrained(run_dir / "base")
-    data = encode_file(run_dir / "data" / "all.jsonl", tokenizer, args.seq_len)
+    # The others reuse that run's tokenizer, model config and canonical records.
+    base = work / "ours-1" / "base"
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    data = encode_file(work / "ours-1" / "data" / "all.jsonl", tokenizer, args.seq_len)
+    pad_id = tokenizer.pad_token_id
     plan = BatchPlan(
         data.examples,
         seq_len=args.seq_len,
         batch_size=args.batch_size,
         packing=False,
-        pad_id=tokenizer.pad_token_id,
+        pad_id=pad_id,
         seed=SEED,
     )
     if args.steps > plan.per_epoch:
         raise SystemExit(f"--rows {args.rows} gives {plan.per_epoch} batches: raise --rows")
     batches = [plan.batch(k) for k in range(args.steps)]
-    if sum(b.real_tokens for b in batches) != ours["real_tokens"]:
+    if sum(b.real_tokens for b in batches) != runs["ours"][0]["real_tokens"]:
         raise SystemExit("the rebuilt batches differ from our trainer's: not the same data")
-    trainer = run_trainer(work, run_dir / "base", batches, tokenizer.pad_token_id)
-    print(f"HF Trainer: {trainer['tokens_per_s']:.0f} tokens/s", flush=True)
-    raw = run_raw(run_dir / "base", plan, args.steps)
-    print(f"raw loop: {raw['tokens_per_s']:.0f} tokens/s", flush=True)
-
     # A padded row carries one example (mean_len real tokens), a packed row about seq_len
     # of them: packing mean_len/seq_len as many rows gives both about the same real tokens
     # per step, so per-step costs (optimizer, clipping, logging) weigh the same in both and
     # the ratio shows what padding wastes (net of the longer rows packing attends over).
     mean_len = data.tokens / len(data.examples)
     packed_batch = max(1, round(args.batch_size * mean_len / args.seq_len))
-    packed = run_ours(work, "ours-packed", args, packing=True, batch_size=packed_batch)
-    print(f"ours (packed x{packed_batch}): {packed['tokens_per_s']:.0f} tokens/s", flush=True)
-    bf16 = run_ours(work, "ours-bf16", args, precision="bf16")
-    print(f"ours (padded, bf16 autocast): {bf16['tokens_per_s']:.0f} tokens/s", flush=True)
-    for result in (packed, bf16):
-        result.pop("run_dir")
+    runners: dict[str, Callable[[str], Result]] = {
+        "ours": lambda name: run_ours(work, name, args),
+        "hf_trainer": lambda _: run_trainer(work, base, batches, pad_id),
+        "raw": lambda _: run_raw(base, plan, args.steps),
+        "ours_packed": lambda name: run_ours(
+            work, name, args, packing=True, batch_size=packed_batch
+        ),
+        "ours_bf16": lambda name: run_ours(work, name, args, precision="bf16"),
+    }
+    # Every variant runs twice, in mirrored order (A B C D E E D C B A, the first A done
+    # above): the machine's speed drifts by several percent over minutes, and mirroring
+    # cancels a steady drift out of every ratio.
+    for key in [*list(runners)[1:], *reversed(runners)]:
+        repeat = len(runs.setdefault(key, [])) + 1
+        runs[key].append(runners[key](f"{key}-{repeat}"))
+        tokens_per_s = runs[key][-1]["tokens_per_s"]
+        print(f"{LABELS[key]}, run {repeat}: {tokens_per_s:.0f} tokens/s", flush=True)
+    # Measured again at the end: if the machine's speed drifted, no ratio here can be trusted.
+    peak["fp32_at_end"] = matmul_tflops(torch.float32)
 
-    params = sum(p.numel() for p in fresh_model(run_dir / "base").parameters())
-    for result, dtype in ((ours, "fp32"), (trainer, "fp32"), (raw, "fp32"), (bf16, "bf16")):
+    params = sum(p.numel() for p in fresh_model(base).parameters())
+    r: dict[str, Any] = {key: combine(results) for key, results in runs.items()}
+    for key, result in r.items():
+        dtype = "bf16" if key == "ours_bf16" else "fp32"
         result["mfu"] = 6 * params * result["tokens_per_s"] / (peak[dtype] * 1e12)
-    return {
-        "settings": {**{k: v for k, v in vars(args).items() if k != "json"}, "threads": THREADS}
-        | {"warmup_steps_excluded": WARMUP, "packed_batch_size": packed_batch},
+    settings = {k: v for k, v in vars(args).items() if k != "json"}
+    return r | {
+        "settings": settings | {"threads": THREADS, "warmup_steps_excluded": WARMUP},
         "data": {"examples": len(data.examples), "mean_tokens": mean_len, "parameters": params},
         "matmul_tflops": peak,
-        "ours": ours,
-        "hf_trainer": trainer,
-        "raw": raw,
-        "ours_packed": packed,
-        "ours_bf16": bf16,
-        "ours_vs_trainer": ours["tokens_per_s"] / trainer["tokens_per_s"],
-        "ours_vs_raw": ours["tokens_per_s"] / raw["tokens_per_s"],
-        "packing_vs_padding": packed["tokens_per_s"] / ours["tokens_per_s"],
-        "bf16_vs_fp32": bf16["tokens_per_s"] / ours["tokens_per_s"],
+        "packed_batch_size": packed_batch,
+        "ours_vs_trainer": r["ours"]["tokens_per_s"] / r["hf_trainer"]["tokens_per_s"],
+        "ours_vs_raw": r["ours"]["tokens_per_s"] / r["raw"]["tokens_per_s"],
+        "packing_vs_padding": r["ours_packed"]["tokens_per_s"] / r["ours"]["tokens_per_s"],
+        "bf16_vs_fp32": r["ours_bf16"]["tokens_per_s"] / r["ours"]["tokens_per_s"],
     }
+
+
+def combine(results: list[Result]) -> Result:
+    """One variant's repeats: all timed tokens over all timed seconds."""
+    tokens = sum(r["tokens"] for r in results)
+    combined = {
+        "tokens_per_s": tokens / sum(r["seconds"] for r in results),
+        "runs_tokens_per_s": [r["tokens_per_s"] for r in results],
+        "mean_loss": results[0]["mean_loss"],  # the repeats train the same
+    }
+    if "in_step_seconds" in results[0]:
+        combined["tokens_per_s_in_step"] = tokens / sum(r["in_step_seconds"] for r in results)
+        combined["padding_share"] = results[0]["padding_share"]
+    return combined
 
 
 def report(r: dict[str, Any]) -> None:
-    def verdict(value: float, target: float) -> str:
-        return "PASS" if value >= target else "FAIL"
-
-    s, d = r["settings"], r["data"]
+    s, d, peak = r["settings"], r["data"], r["matmul_tflops"]
     print(
         f"\n{d['parameters']:,}-parameter {s['preset']}, seq_len {s['seq_len']}, "
-        f"{d['examples']} examples (mean {d['mean_tokens']:.0f} tokens), {s['steps']} steps, "
-        f"first {s['warmup_steps_excluded']} excluded, {s['threads']} threads\n"
+        f"{d['examples']} examples (mean {d['mean_tokens']:.0f} tokens), batch {s['batch_size']} "
+        f"(packed: {r['packed_batch_size']}), {s['steps']} steps a run, first "
+        f"{s['warmup_steps_excluded']} not timed, {s['threads']} threads\n"
     )
-    rows = [
-        ("matmul 2048^3 fp32 TFLOP/s", f"{r['matmul_tflops']['fp32']:.3f}", ""),
-        ("matmul 2048^3 bf16 TFLOP/s", f"{r['matmul_tflops']['bf16']:.3f}", ""),
-    ]
-    names = {"ours": "ours", "hf_trainer": "HF Trainer", "raw": "raw loop"}
-    for key, name in names.items():
-        result = r[key]
-        rows.append((f"{name} tokens/s (padded, fp32)", f"{result['tokens_per_s']:.0f}", ""))
-        rows.append((f"{name} mean loss", f"{result['mean_loss']:.4f}", ""))
-        rows.append((f"{name} MFU (fp32)", f"{result['mfu']:.1%}", ""))
-    rows += [
-        ("ours tokens/s inside _step only", f"{r['ours']['tokens_per_s_in_step']:.0f}", ""),
-        ("ours / HF Trainer", f"{r['ours_vs_trainer']:.3f}x", ">= 0.97x", ""),
-        ("ours / raw loop", f"{r['ours_vs_raw']:.3f}x", ""),
-        (
-            f"packed tokens/s (batch {s['packed_batch_size']})",
-            f"{r['ours_packed']['tokens_per_s']:.0f}",
-            "",
-        ),
-        ("padded padding share", f"{r['ours']['padding_share']:.1%}", ""),
-        ("packed padding share", f"{r['ours_packed']['padding_share']:.1%}", ""),
-        ("packing / padding", f"{r['packing_vs_padding']:.3f}x", ">= 1.5x", ""),
-        ("ours bf16 autocast tokens/s", f"{r['ours_bf16']['tokens_per_s']:.0f}", ""),
-        ("ours bf16 mean loss", f"{r['ours_bf16']['mean_loss']:.4f}", ""),
-        ("ours bf16 MFU (vs bf16 matmul)", f"{r['ours_bf16']['mfu']:.1%}", ""),
-        ("bf16 / fp32", f"{r['bf16_vs_fp32']:.3f}x", "faster?", ""),
-    ]
-    checks = {
-        "ours / HF Trainer": verdict(r["ours_vs_trainer"], TARGET_VS_TRAINER),
-        "packing / padding": verdict(r["packing_vs_padding"], TARGET_PACKING),
-        "bf16 / fp32": "yes" if r["bf16_vs_fp32"] > 1 else "no",
-    }
-    print(f"{'figure':<40} {'value':>10}  {'target':<9} result")
-    for label, value, target in rows:
-        print(f"{label:<40} {value:>10}  {target:<9} {checks.get(label, '')}".rstrip())
+
+    print(f"{'figure':<44} {'value':>8}  {'target':<8} {'result':<6} runs 1 / 2")
+
+    def row(label: str, value: str, target: str = "", result: str = "", runs: str = "") -> None:
+        print(f"{label:<44} {value:>8}  {target:<8} {result:<6} {runs}".rstrip())
+
+    def check(label: str, value: float, target: float) -> None:
+        row(label, f"{value:.3f}x", f">= {target}x", "PASS" if value >= target else "FAIL")
+
+    for kind, tflops in peak.items():
+        row(f"matmul 2048^3 {kind} TFLOP/s", f"{tflops:.3f}")
+    for key, label in LABELS.items():
+        runs = " / ".join(f"{v:.0f}" for v in r[key]["runs_tokens_per_s"])
+        row(f"{label} tokens/s", f"{r[key]['tokens_per_s']:.0f}", runs=runs)
+        row(f"{label} mean loss", f"{r[key]['mean_loss']:.4f}")
+        row(f"{label} MFU", f"{r[key]['mfu']:.1%}")
+    row("ours tokens/s inside _step only", f"{r['ours']['tokens_per_s_in_step']:.0f}")
+    check("ours / HF Trainer", r["ours_vs_trainer"], TARGET_VS_TRAINER)
+    row("ours / raw loop", f"{r['ours_vs_raw']:.3f}x")
+    row("padding share, padded", f"{r['ours']['padding_share']:.1%}")
+    row("padding share, packed", f"{r['ours_packed']['padding_share']:.1%}")
+    check("packing / padding", r["packing_vs_padding"], TARGET_PACKING)
+    faster = "yes" if r["bf16_vs_fp32"] > 1 else "no"
+    row("bf16 autocast / fp32", f"{r['bf16_vs_fp32']:.3f}x", "faster?", faster)
+    drift = peak["fp32_at_end"] / peak["fp32"]
+    if not 0.9 <= drift <= 1.1:
+        print(f"WARNING: the machine's matmul speed changed {drift - 1:+.0%} during the run")
 
 
 def _parse_args() -> argparse.Namespace:

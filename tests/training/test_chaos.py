@@ -4,6 +4,7 @@ survives a restart, and the run ends with every step exactly once."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -86,3 +87,20 @@ def test_sigkill_anywhere_loses_nothing(make_run: RunFactory) -> None:
     assert len(removed) >= 1
     latest = ckpt.latest_valid(root)
     assert latest is not None and latest[1]["step"] == STEPS
+
+
+@pytest.mark.slow
+def test_sigterm_pauses_with_a_checkpoint(make_run: RunFactory) -> None:
+    run_dir = make_run("term", training={"max_steps": 5000, "eval_every": 1000})
+    process = _start(run_dir)
+    assert _wait(process, lambda: _last_step(run_dir) >= 3)
+    beat = json.loads((run_dir / "heartbeat").read_text())
+    assert beat["pid"] == process.pid and time.time() - beat["time"] < 10
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 3
+    events = list(read_events(run_dir / "events.jsonl"))
+    assert events[-1]["type"] == "state" and events[-1]["state"] == "paused"
+    ack = next(e for e in events if e["type"] == "control")
+    assert ack["request_id"] == "signal-SIGTERM"
+    latest = ckpt.latest_valid(run_dir / "checkpoints")
+    assert latest is not None and latest[1]["step"] == events[-1]["step"]
