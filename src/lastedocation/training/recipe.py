@@ -349,8 +349,9 @@ class _Run:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def _loss_sums(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed cross-entropy over the target tokens, and how many were right."""
+    def _loss_sums(self, batch: Batch, count_right: bool = False) -> tuple[torch.Tensor, int]:
+        """Summed cross-entropy over the target tokens (and, when asked, how many
+        of them the model predicted right)."""
         with self._autocast():
             logits = self.model(
                 input_ids=batch.input_ids.to(self.device),
@@ -367,8 +368,9 @@ class _Run:
             ignore_index=IGNORE,
             reduction="sum",
         )
-        correct = ((logits.argmax(-1) == targets) & (targets != IGNORE)).sum()
-        return loss, correct
+        if not count_right:
+            return loss, 0
+        return loss, int(((logits.argmax(-1) == targets) & (targets != IGNORE)).sum())
 
     def _step(self) -> dict[str, float]:
         cfg = self.config.training
@@ -434,9 +436,9 @@ class _Run:
         self.model.eval()
         loss_sum, correct, count = 0.0, 0, 0
         for batch in self.val_plan.eval_batches(self.config.training.eval_max_batches):
-            loss, right = self._loss_sums(batch)
+            loss, right = self._loss_sums(batch, count_right=True)
             loss_sum += float(loss)
-            correct += int(right)
+            correct += right
             count += batch.target_tokens
         self.model.train()
         val_loss = loss_sum / max(count, 1)
