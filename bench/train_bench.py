@@ -1,28 +1,25 @@
 """Benchmark: training throughput of our trainer against plain Hugging Face and raw PyTorch.
 
-What is measured, against what, and why:
+* Tokens/s of `train_run` (from scratch, fp32, packing off) against a plain
+  `transformers.Trainer` and the simplest raw PyTorch loop (forward with labels, backward,
+  clip, AdamW, cosine LR). All three train the same model shape from the same seeded
+  initialisation on the same token ids in the same batches (our `BatchPlan`, padded to the
+  longest row), so a lower tokens/s is trainer overhead, not other work; equal mean losses
+  show it. Target: ours >= 0.97x the Trainer.
+* Packing vs padding, both ours: real tokens/s and padding share. Target: >= 1.5x.
+* MFU: 6 x parameters x tokens/s (attention FLOPs left out) over the TFLOP/s of a 2048^3
+  matmul timed here, fp32 and bf16; and ours with `precision: bf16` (CPU autocast): faster?
 
-* Tokens/s of `train_run` (our trainer, from scratch, fp32, packing OFF) against the two
-  obvious alternatives doing the same work: a plain `transformers.Trainer`, and the
-  simplest raw PyTorch loop (forward with labels, backward, clip, AdamW, cosine LR). All
-  three train the same model shape from the same seeded initialisation on the same token
-  ids, in the same batches (our `BatchPlan`, padded to the longest row) for the same steps,
-  so a lower tokens/s is overhead of the trainer, not different work. Equal mean losses
-  show that the work was the same. Target: ours >= 0.97x the Trainer.
-* Packing vs padding, both with our trainer: real (non-padding) tokens/s and padding
-  share. Target: packing >= 1.5x on PerCQA lengths.
-* MFU (model FLOPs utilization): 6 x parameters x tokens/s (forward + backward, attention
-  FLOPs left out), over the TFLOP/s of a 2048x2048 matmul timed in this process, in fp32
-  and bf16, and our trainer once more with `precision: bf16` (CPU autocast): is it faster?
-
-"Tokens/s" is always real (non-padding) tokens over wall time, measured end to end from
-the end of step WARMUP to the end of the last step (the first WARMUP steps, with lazy
-initialisation and cold allocator and kernel caches, are left out). End to end means that
-batch building, logging and callbacks count for everyone: the Trainer builds its batches
-between `on_step_end` and the next `on_step_begin`, so a begin-to-end clock would leave
-its data loading out while ours (`step_seconds`) includes it. For ours the clock is an
-observer on the `metrics` events, and real tokens are differences of `tokens_seen`.
-Everything runs in one process, on THREADS CPU threads.
+Tokens/s is real (non-padding) tokens over wall time, end to end: a step lasts from the
+end of the step before it to its own end, so batch building, logging and callbacks count
+for everyone (the Trainer builds batches between `on_step_end` and `on_step_begin`, while
+ours, `step_seconds`, include it). The first WARMUP (5) steps of each run are not timed.
+Ours is clocked by an observer on the `metrics` events; its real tokens are differences of
+`tokens_seen`. This machine drifts by several percent over minutes and stalls now and then
+for seconds, so each variant runs twice in mirrored order (A B C D E E D C B A), and its
+figure is its real tokens over the sum, step by step, of the faster of its two runs' times
+for that step (both runs see the same batches). One process, THREADS CPU threads, a
+temporary folder; about 3 minutes with the defaults:
 
     .venv/bin/python bench/train_bench.py [--rows 1000] [--steps 40] [--json out.json]
 """
@@ -43,6 +40,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 import yaml
+from torch.nn.utils.rnn import pad_sequence
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -73,9 +71,9 @@ LABELS = {
 
 
 def timed(ends: list[float], real: list[int]) -> Result:
-    """Real tokens and seconds of steps WARMUP+1..N, from the times each step ended."""
-    tokens, seconds = sum(real[WARMUP:]), ends[-1] - ends[WARMUP - 1]
-    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+    """Real tokens and end-to-end seconds of each step after the first WARMUP."""
+    seconds, real = [b - a for a, b in itertools.pairwise(ends[WARMUP - 1 :])], real[WARMUP:]
+    return {"real": real, "seconds": seconds, "tokens_per_s": sum(real) / sum(seconds)}
 
 
 def run_ours(work: Path, name: str, args: argparse.Namespace, **training: Any) -> Result:
@@ -116,7 +114,7 @@ def run_ours(work: Path, name: str, args: argparse.Namespace, **training: Any) -
     real = [b - a for a, b in itertools.pairwise(seen)]
     padded = [r / (1 - m["padding_share"]) for r, m in zip(real, metrics, strict=True)]
     return timed(ends, real) | {
-        "in_step_seconds": sum(m["step_seconds"] for m in metrics[WARMUP:]),
+        "in_step_seconds": [m["step_seconds"] for m in metrics[WARMUP:]],
         "mean_loss": sum(m["loss"] for m in metrics) / len(metrics),
         "padding_share": 1 - sum(real) / sum(padded),
         "real_tokens": sum(real),
@@ -127,7 +125,8 @@ def fresh_model(base: Path) -> torch.nn.Module:
     """The model shape of our run, initialised from the same seed as our trainer does."""
     torch.manual_seed(SEED)
     config = AutoConfig.from_pretrained(base)
-    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    model: torch.nn.Module = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    return model
 
 
 class _StepClock(TrainerCallback):
@@ -140,22 +139,21 @@ class _StepClock(TrainerCallback):
 
 def run_trainer(work: Path, base: Path, batches: list[Batch], pad_id: int) -> Result:
     """A plain `transformers.Trainer`; its rows are our batches' rows, in our order."""
-    rows = [
-        {"input_ids": ids[: int(n)], "labels": labels[: int(n)]}
-        for b in batches
-        for ids, labels, n in zip(b.input_ids, b.labels, b.attention_mask.sum(1), strict=True)
-    ]
+    rows = []
+    for b in batches:
+        for i, n in enumerate(b.attention_mask.sum(1).tolist()):
+            ids, labels = b.input_ids[i, :n], b.labels[i, :n]
+            rows.append(
+                {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids)}
+            )
+    padding = {"input_ids": pad_id, "labels": IGNORE, "attention_mask": 0}
 
     def collate(features: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
-        input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
-        attention_mask = torch.zeros((len(features), width), dtype=torch.long)
-        for i, f in enumerate(features):
-            size = len(f["input_ids"])
-            input_ids[i, :size], labels[i, :size] = f["input_ids"], f["labels"]
-            attention_mask[i, :size] = 1
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        """Pads to the longest row; labels with -100."""
+        return {
+            key: pad_sequence([f[key] for f in features], batch_first=True, padding_value=value)
+            for key, value in padding.items()
+        }
 
     training_args = TrainingArguments(
         output_dir=str(work / "hf-trainer"),
@@ -179,7 +177,7 @@ def run_trainer(work: Path, base: Path, batches: list[Batch], pad_id: int) -> Re
     trainer = Trainer(
         model=fresh_model(base),
         args=training_args,
-        train_dataset=rows,  # type: ignore[arg-type]
+        train_dataset=rows,
         data_collator=collate,
         callbacks=[clock],
     )
@@ -264,16 +262,14 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         ),
         "ours_bf16": lambda name: run_ours(work, name, args, precision="bf16"),
     }
-    # Every variant runs twice, in mirrored order (A B C D E E D C B A, the first A done
-    # above): the machine's speed drifts by several percent over minutes, and mirroring
-    # cancels a steady drift out of every ratio.
+    # Every variant twice, in mirrored order (see the top); the first "ours" ran above.
     for key in [*list(runners)[1:], *reversed(runners)]:
         repeat = len(runs.setdefault(key, [])) + 1
         runs[key].append(runners[key](f"{key}-{repeat}"))
         tokens_per_s = runs[key][-1]["tokens_per_s"]
         print(f"{LABELS[key]}, run {repeat}: {tokens_per_s:.0f} tokens/s", flush=True)
     # Measured again at the end: if the machine's speed drifted, no ratio here can be trusted.
-    peak["fp32_at_end"] = matmul_tflops(torch.float32)
+    peak["fp32, again at the end"] = matmul_tflops(torch.float32)
 
     params = sum(p.numel() for p in fresh_model(base).parameters())
     r: dict[str, Any] = {key: combine(results) for key, results in runs.items()}
@@ -294,15 +290,21 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def combine(results: list[Result]) -> Result:
-    """One variant's repeats: all timed tokens over all timed seconds."""
-    tokens = sum(r["tokens"] for r in results)
+    """One variant's repeats: real tokens over the sum of each step's best time."""
+    if any(r["real"] != results[0]["real"] for r in results):
+        raise SystemExit("the repeats of one variant saw different batches")
+
+    def best(key: str) -> float:
+        return float(sum(min(times) for times in zip(*(r[key] for r in results), strict=True)))
+
+    tokens = sum(results[0]["real"])
     combined = {
-        "tokens_per_s": tokens / sum(r["seconds"] for r in results),
+        "tokens_per_s": tokens / best("seconds"),
         "runs_tokens_per_s": [r["tokens_per_s"] for r in results],
         "mean_loss": results[0]["mean_loss"],  # the repeats train the same
     }
     if "in_step_seconds" in results[0]:
-        combined["tokens_per_s_in_step"] = tokens / sum(r["in_step_seconds"] for r in results)
+        combined["tokens_per_s_in_step"] = tokens / best("in_step_seconds")
         combined["padding_share"] = results[0]["padding_share"]
     return combined
 
@@ -315,7 +317,6 @@ def report(r: dict[str, Any]) -> None:
         f"(packed: {r['packed_batch_size']}), {s['steps']} steps a run, first "
         f"{s['warmup_steps_excluded']} not timed, {s['threads']} threads\n"
     )
-
     print(f"{'figure':<44} {'value':>8}  {'target':<8} {'result':<6} runs 1 / 2")
 
     def row(label: str, value: str, target: str = "", result: str = "", runs: str = "") -> None:
@@ -339,7 +340,7 @@ def report(r: dict[str, Any]) -> None:
     check("packing / padding", r["packing_vs_padding"], TARGET_PACKING)
     faster = "yes" if r["bf16_vs_fp32"] > 1 else "no"
     row("bf16 autocast / fp32", f"{r['bf16_vs_fp32']:.3f}x", "faster?", faster)
-    drift = peak["fp32_at_end"] / peak["fp32"]
+    drift = peak["fp32, again at the end"] / peak["fp32"]
     if not 0.9 <= drift <= 1.1:
         print(f"WARNING: the machine's matmul speed changed {drift - 1:+.0%} during the run")
 

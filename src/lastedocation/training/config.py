@@ -79,7 +79,9 @@ class TrainingConfig(_Section):
     max_grad_norm: float = Field(default=1.0, gt=0)
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: bf16 on GPUs that have it, fp16 on others, fp32 on CPU."
+        default="auto",
+        description="auto: bf16 where the device has it (GPUs, CPUs with AVX512-BF16/AMX), "
+        "fp16 on older GPUs, fp32 otherwise.",
     )
     eval_every: int = Field(default=50, ge=1, description="Steps between evaluations.")
     eval_max_batches: int | None = Field(default=None, ge=1)
