@@ -16,10 +16,9 @@ import contextlib
 import math
 import os
 import random
-import signal
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
-    PreTrainedModel,
     PreTrainedTokenizerBase,
     get_scheduler,
 )
@@ -58,6 +56,14 @@ from lastedocation.training.model_source import (
     lora_targets,
     resolve_folder,
 )
+from lastedocation.training.runtime import (
+    Signals,
+    autocast_dtype,
+    finite,
+    rng_state,
+    set_generation_ids,
+    set_rng_state,
+)
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_PAUSED = 0, 1, 3
 Observer = Callable[[dict[str, Any]], None]
@@ -82,27 +88,6 @@ class TrainState:
     evals_without_improvement: int = 0
 
 
-class _Signals:
-    """SIGTERM (and SIGINT when asked) become a pause at the next step boundary."""
-
-    def __init__(self, handle_sigint: bool) -> None:
-        self.received: str | None = None
-        self._handled = [signal.SIGTERM] + ([signal.SIGINT] if handle_sigint else [])
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Signals:
-        for sig in self._handled:
-            self._previous[sig] = signal.signal(sig, self._on_signal)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        self.received = signal.Signals(signum).name
-
-
 def train_run(
     run_dir: Path, *, observer: Observer | None = None, handle_sigint: bool = False
 ) -> Outcome:
@@ -110,7 +95,7 @@ def train_run(
     hf_logging.disable_progress_bar()
     events = EventLog(run_dir / "events.jsonl", observer)
     try:
-        with Heartbeat(run_dir / "heartbeat") as heartbeat, _Signals(handle_sigint) as signals:
+        with Heartbeat(run_dir / "heartbeat") as heartbeat, Signals(handle_sigint) as signals:
             return _Run(run_dir, events, heartbeat, signals).execute()
     finally:
         events.close()
@@ -118,7 +103,7 @@ def train_run(
 
 class _Run:
     def __init__(
-        self, run_dir: Path, events: EventLog, heartbeat: Heartbeat, signals: _Signals
+        self, run_dir: Path, events: EventLog, heartbeat: Heartbeat, signals: Signals
     ) -> None:
         self.dir = run_dir
         self.events = events
@@ -289,7 +274,7 @@ class _Run:
             num_warmup_steps=cfg.warmup_steps,
             num_training_steps=self.total_steps,
         )
-        self.dtype = _autocast_dtype(cfg.precision, self.device)
+        self.dtype = autocast_dtype(cfg.precision, self.device)
         # note: float16 needs a GradScaler; bfloat16 has fp32's range and does not
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
 
@@ -501,9 +486,9 @@ class _Run:
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
             torch.save(self.scaler.state_dict(), folder / "scaler.pt")
-            torch.save(_rng_state(), folder / "rng.pt")
+            torch.save(rng_state(), folder / "rng.pt")
 
-        state = vars(self.state) | {"best_loss": _finite(self.state.best_loss)}
+        state = vars(self.state) | {"best_loss": finite(self.state.best_loss)}
         ckpt.write_checkpoint(
             self.checkpoints, step, write, {"state": state, "events_seq": self.events.seq}
         )
@@ -526,7 +511,7 @@ class _Run:
         self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
         self.scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
-        _set_rng_state(torch.load(folder / "rng.pt", weights_only=True))
+        set_rng_state(torch.load(folder / "rng.pt", weights_only=True))
         state = dict(manifest["state"])
         state["best_loss"] = math.inf if state["best_loss"] is None else state["best_loss"]
         self.state = TrainState(**state)
@@ -545,7 +530,7 @@ class _Run:
                 self.tokenizer.save_pretrained(self.dir / "adapter")
                 return self._ended(final_state)
             model = model.merge_and_unload()
-        _set_generation_ids(model, self.tokenizer)
+        set_generation_ids(model, self.tokenizer)
         model.save_pretrained(out, safe_serialization=True)
         self.tokenizer.save_pretrained(out)
         return self._ended(final_state)
@@ -559,58 +544,6 @@ class _Run:
             sync=True,
         )
         return Outcome(final_state, self.state.step, EXIT_COMPLETED)
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda":  # auto
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # a CPU with native bf16 (AVX512-BF16, AMX) runs bf16 matmuls ~4x faster than
-    # fp32; bench/train_bench.py measured 1.6-1.7x for a whole training step
-    return torch.bfloat16 if _cpu_has_bf16() else None
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without oneDNN
-        return False
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _set_generation_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    for config in (model.config, model.generation_config):
-        config.eos_token_id = tokenizer.eos_token_id
-        config.pad_token_id = tokenizer.pad_token_id
-        if tokenizer.bos_token_id is not None:
-            config.bos_token_id = tokenizer.bos_token_id
-
-
-def iter_lines(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8") as f:
-        yield from f
 
 
 def main_exit_code(run_dir: Path) -> int:
