@@ -44,6 +44,7 @@ from lastedocation.training.data import (
     Batch,
     BatchPlan,
     DataError,
+    Example,
     encode_file,
     iter_texts,
     prepare_records,
@@ -228,26 +229,20 @@ class _Run:
         )
         pad = self.tokenizer.pad_token_id
         assert pad is not None
-        self.plan = BatchPlan(
-            self.train_data.examples,
-            seq_len=cfg.seq_len,
-            batch_size=cfg.batch_size,
-            packing=cfg.packing,
-            pad_id=pad,
-            seed=cfg.seed,
-        )
-        self.val_plan = (
-            BatchPlan(
-                self.val_data.examples,
+
+        def plan(examples: list[Example]) -> BatchPlan:
+            return BatchPlan(
+                examples,
                 seq_len=cfg.seq_len,
                 batch_size=cfg.batch_size,
                 packing=cfg.packing,
                 pad_id=pad,
                 seed=cfg.seed,
             )
-            if self.val_data and self.val_data.examples
-            else None
-        )
+
+        self.plan = plan(self.train_data.examples)
+        has_validation = self.val_data is not None and self.val_data.examples
+        self.val_plan = plan(self.val_data.examples) if self.val_data and has_validation else None
         per_epoch_steps = max(1, -(-self.plan.per_epoch // cfg.grad_accum))
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch_steps))
 
