@@ -3,6 +3,7 @@
 from alembic import context
 
 from lastedocation.datasets.models import Dataset  # noqa: F401  (registers the tables)
+from lastedocation.runs.models import Run  # noqa: F401
 from lastedocation.db import Base
 
 connection = context.config.attributes["connection"]
