@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -46,6 +46,18 @@ class Settings(BaseSettings):
         default=True, description="Import the bundled Persian sample dataset on first start."
     )
     log_level: str = "info"
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that signs access tokens; default: a random key kept in "
+        "DATA_DIR/secret.key (created on first start, readable by its owner only).",
+    )
+    max_concurrent_runs: int | None = Field(
+        default=None, ge=1, description="Runs training at once; default: one per GPU, or one."
+    )
+    supervisor_interval_s: float = Field(default=0.5, gt=0)
+    heartbeat_timeout_s: float = Field(
+        default=6.0, gt=0, description="A trainer silent this long is killed and interrupted."
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -65,8 +77,16 @@ class Settings(BaseSettings):
         return self.data_dir / "datasets"
 
     @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.data_dir / "secret.key"
 
     def ensure_dirs(self) -> None:
         for folder in (self.data_dir, self.datasets_dir, self.tmp_dir):

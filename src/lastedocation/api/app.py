@@ -12,10 +12,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from lastedocation import __version__
-from lastedocation.api.routes import datasets, health, pages
+from lastedocation.api.routes import datasets, health, pages, runs
 from lastedocation.datasets.service import clean_leftovers, import_sample_once
 from lastedocation.db import make_engine, migrate, session_factory
 from lastedocation.errors import StudioError
+from lastedocation.runs.executor import LocalExecutor
+from lastedocation.runs.supervisor import Supervisor
 from lastedocation.settings import Settings
 
 log = logging.getLogger("lastedocation")
@@ -31,9 +33,20 @@ def create_app(settings: Settings) -> FastAPI:
         with sessions() as session:
             import_sample_once(session=session, settings=settings)
 
+    supervisor = Supervisor(
+        settings=settings,
+        sessions=sessions,
+        executor=LocalExecutor(),
+        capacity=settings.max_concurrent_runs or _device_capacity(),
+        interval=settings.supervisor_interval_s,
+        heartbeat_timeout=settings.heartbeat_timeout_s,
+    )
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        supervisor.start()
         yield
+        supervisor.stop()  # trainers keep running; the next start re-attaches
         engine.dispose()
 
     app = FastAPI(
@@ -49,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = sessions
+    app.state.supervisor = supervisor
 
     @app.exception_handler(StudioError)
     async def _studio_error(_request: Request, exc: StudioError) -> JSONResponse:
@@ -69,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(datasets.router, prefix="/api/v1")
+    app.include_router(runs.router, prefix="/api/v1")
     app.include_router(pages.router)
 
     def ready() -> bool:
@@ -78,3 +93,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.state.ready = ready
     return app
+
+
+def _device_capacity() -> int:
+    """One run per GPU; one at a time on a CPU."""
+    import torch
+
+    return max(1, torch.cuda.device_count())

@@ -1,0 +1,162 @@
+"""Run routes: create, list, get, control, delete, metrics, logs, live events (SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from lastedocation.api.deps import SessionDep, SettingsDep
+from lastedocation.runs import service
+from lastedocation.runs.schemas import ActionAccepted, RunCreate, RunMetrics, RunPublic
+from lastedocation.runs.states import ACTIVE
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+KEEPALIVE_S = 15.0
+POLL_S = 0.25
+
+
+def _supervised(request: Request) -> Any:
+    return request.app.state.supervisor.lock
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunPublic)
+def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep) -> Any:
+    """Check the config (all problems at once) and queue the run."""
+    return service.create_run(
+        session=session, settings=settings, dataset_id=body.dataset_id, config=body.config()
+    )
+
+
+@router.get("", response_model=list[RunPublic])
+def list_runs(session: SessionDep, state: str | None = None) -> Any:
+    return service.list_runs(session=session, state=state)
+
+
+@router.get("/{run_id}", response_model=RunPublic)
+def get_run(run_id: int, session: SessionDep) -> Any:
+    return service.get_run(session=session, run_id=run_id)
+
+
+def _act(request: Request, run_id: int, action: str, session: Any, settings: Any) -> Any:
+    with _supervised(request):
+        run = service.get_run(session=session, run_id=run_id)
+        request_id = service.request(session=session, settings=settings, run=run, action=action)
+        return {"run": RunPublic.model_validate(run), "request_id": request_id}
+
+
+@router.post("/{run_id}/pause", status_code=202, response_model=ActionAccepted)
+def pause_run(run_id: int, request: Request, session: SessionDep, settings: SettingsDep) -> Any:
+    """Checkpoint and free the device; resume continues exactly there."""
+    return _act(request, run_id, "pause", session, settings)
+
+
+@router.post("/{run_id}/resume", status_code=202, response_model=ActionAccepted)
+def resume_run(run_id: int, request: Request, session: SessionDep, settings: SettingsDep) -> Any:
+    return _act(request, run_id, "resume", session, settings)
+
+
+@router.post("/{run_id}/stop", status_code=202, response_model=ActionAccepted)
+def stop_run(run_id: int, request: Request, session: SessionDep, settings: SettingsDep) -> Any:
+    return _act(request, run_id, "stop", session, settings)
+
+
+@router.post("/{run_id}/checkpoint", status_code=202, response_model=ActionAccepted)
+def checkpoint_run(
+    run_id: int, request: Request, session: SessionDep, settings: SettingsDep
+) -> Any:
+    return _act(request, run_id, "checkpoint", session, settings)
+
+
+@router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_run(
+    run_id: int, request: Request, session: SessionDep, settings: SettingsDep
+) -> Response:
+    with _supervised(request):
+        run = service.get_run(session=session, run_id=run_id)
+        service.delete_run(session=session, settings=settings, run=run)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{run_id}/metrics", response_model=RunMetrics)
+def run_metrics(
+    run_id: int,
+    session: SessionDep,
+    max_points: Annotated[int, Query(ge=2, le=100_000)] = 500,
+    full: bool = False,
+) -> Any:
+    """Each series downsampled to `max_points` (or every point with `full=true`)."""
+    service.get_run(session=session, run_id=run_id)
+    history = service.metrics_history(
+        session=session, run_id=run_id, max_points=None if full else max_points
+    )
+    return {"run_id": run_id, **history}
+
+
+@router.get("/{run_id}/logs")
+def run_logs(
+    run_id: int,
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    service.get_run(session=session, run_id=run_id)
+    return service.logs(session=session, run_id=run_id, offset=offset, limit=limit)
+
+
+@router.get("/{run_id}/events")
+async def run_events(
+    run_id: int,
+    request: Request,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0)] = None,
+) -> StreamingResponse:
+    """Server-sent events: every event of the run, live. Event ids are the trainer's
+    `seq`; reconnecting with `Last-Event-ID` resumes right after it."""
+    sessions = request.app.state.sessions
+
+    def fetch(last: int) -> tuple[list[dict[str, Any]], bool]:
+        with sessions() as session:
+            run = service.get_run(session=session, run_id=run_id)
+            rows = service.events_after(session=session, run_id=run_id, after=last)
+            return [row.data for row in rows], run.state in (*ACTIVE, "queued")
+
+    start = (
+        after
+        if after is not None
+        else int(last_event_id or 0)
+        if (last_event_id or "").isdigit()
+        else 0
+    )
+    await run_in_threadpool(fetch, start)  # 404 before the stream starts
+
+    async def stream() -> AsyncIterator[str]:
+        last, quiet_since = start, time.monotonic()
+        yield "retry: 1000\n\n"
+        while not await request.is_disconnected():
+            events, live = await run_in_threadpool(fetch, last)
+            for event in events:
+                last = event["seq"]
+                data = json.dumps(event, ensure_ascii=False)
+                yield f"id: {last}\nevent: {event['type']}\ndata: {data}\n\n"
+            if events:
+                quiet_since = time.monotonic()
+                continue
+            if not live:
+                return
+            if time.monotonic() - quiet_since > KEEPALIVE_S:
+                quiet_since = time.monotonic()
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(POLL_S)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,76 @@
+"""Executors start trainer processes. The local one spawns
+`python -m lastedocation.training RUN_DIR` in its own session, so the trainer
+outlives a server that dies and is re-attached when the server starts again."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+
+
+class Executor(Protocol):
+    def start(self, run_dir: Path) -> int: ...
+    def poll(self, pid: int) -> int | None: ...
+    def alive(self, pid: int, run_dir: Path) -> bool: ...
+    def kill(self, pid: int) -> None: ...
+    def reap(self) -> None: ...
+
+
+class LocalExecutor:
+    """Trainer processes on this machine."""
+
+    def __init__(self) -> None:
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, run_dir: Path) -> int:
+        with (run_dir / "trainer.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "lastedocation.training", str(run_dir)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+            )
+        self._children[process.pid] = process
+        return process.pid
+
+    def poll(self, pid: int) -> int | None:
+        """The exit code of a child that ended (reaping it), else None."""
+        process = self._children.get(pid)
+        if process is None:
+            return None
+        code = process.poll()
+        if code is not None:
+            del self._children[pid]
+        return code
+
+    def alive(self, pid: int, run_dir: Path) -> bool:
+        """Is `pid` still this run's trainer (and not a reused pid)?"""
+        if pid in self._children:
+            return self._children[pid].poll() is None
+        try:
+            process = psutil.Process(pid)
+            return process.status() != psutil.STATUS_ZOMBIE and str(run_dir) in process.cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+
+    def reap(self) -> None:
+        """Collect the exit status of every child that ended."""
+        for pid in list(self._children):
+            if self._children[pid].poll() is not None:
+                del self._children[pid]
+
+    def kill(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        if pid in self._children:
+            self._children[pid].wait(timeout=30)
+            del self._children[pid]

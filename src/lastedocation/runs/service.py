@@ -1,0 +1,213 @@
+"""Run services: create, list, get, control (pause/resume/stop/checkpoint), delete,
+ingest the trainer's events, metrics history and logs.
+
+The trainer process owns the truth (its events.jsonl); the database is a query
+copy fed by `ingest`, which applies `rewind` events so each step is stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from lastedocation.datasets.models import Dataset
+from lastedocation.datasets.service import get_dataset, records_path
+from lastedocation.errors import InvalidInput, NotFound
+from lastedocation.runs import states
+from lastedocation.runs.models import Run, RunEvent
+from lastedocation.settings import Settings
+from lastedocation.training.config import ConfigError, dump_config, parse_config
+from lastedocation.training.events import write_control
+
+_TRAINER_STATES = {"paused", "stopped", "completed", "failed"}
+
+
+def run_folder(settings: Settings, run: Run) -> Path:
+    return settings.data_dir / run.folder
+
+
+def create_run(
+    *, session: Session, settings: Settings, dataset_id: int, config: dict[str, Any]
+) -> Run:
+    """Check the config (every problem at once) and queue the run."""
+    dataset = get_dataset(session=session, dataset_id=dataset_id)
+    raw = {
+        **config,
+        "data": {**config.get("data", {}), "train": str(records_path(settings, dataset))},
+    }
+    try:
+        parsed = parse_config(raw)
+    except ConfigError as exc:
+        raise InvalidInput(exc.detail, problems=exc.extra["problems"]) from None
+    run = Run(
+        name=parsed.name,
+        state="queued",
+        config=parsed.model_dump(mode="json"),
+        folder="",
+        dataset_id=dataset.id,
+    )
+    session.add(run)
+    session.flush()
+    run.folder = f"runs/{run.id:06d}"
+    folder = run_folder(settings, run)
+    folder.mkdir(parents=True, exist_ok=True)
+    dump_config(parsed, folder / "config.yaml")
+    session.commit()
+    return run
+
+
+def list_runs(*, session: Session, state: str | None = None) -> list[Run]:
+    query = select(Run).order_by(Run.id.desc())
+    if state:
+        query = query.where(Run.state == state)
+    return list(session.scalars(query))
+
+
+def get_run(*, session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run with id {run_id}", run_id=run_id)
+    return run
+
+
+def request(*, session: Session, settings: Settings, run: Run, action: str) -> str | None:
+    """Pause, resume, stop or checkpoint; returns the control request id, if any."""
+    states.check(action, run.state)
+    if action == "resume":
+        run.state, run.message, run.exit_code = "queued", None, None
+        session.commit()
+        return None
+    if action == "stop" and run.state in ("queued", "paused", "interrupted"):
+        run.state, run.finished_at = "stopped", datetime.now(UTC)
+        session.commit()
+        return None
+    request_id = uuid.uuid4().hex[:12]
+    write_control(run_folder(settings, run), action, request_id)
+    if action in ("pause", "stop"):
+        run.state = "pausing" if action == "pause" else "stopping"
+    session.commit()
+    return request_id
+
+
+def delete_run(*, session: Session, settings: Settings, run: Run) -> None:
+    states.check("delete", run.state)
+    folder = run_folder(settings, run)
+    session.execute(delete(RunEvent).where(RunEvent.run_id == run.id))
+    session.delete(run)
+    session.commit()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def ingest(*, session: Session, settings: Settings, run: Run) -> int:
+    """Copy new complete lines of the run's events.jsonl into the database."""
+    path = run_folder(settings, run) / "events.jsonl"
+    if not path.exists():
+        return 0
+    with path.open("rb") as f:
+        f.seek(run.events_offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    count = 0
+    for line in data[:end].splitlines():
+        event = json.loads(line)
+        if event["seq"] <= run.last_seq:
+            continue
+        _apply(session, run, event)
+        count += 1
+    run.events_offset += end
+    session.commit()
+    return count
+
+
+def _apply(session: Session, run: Run, event: dict[str, Any]) -> None:
+    kind = event["type"]
+    if kind == "rewind":  # the trainer went back to a checkpoint: later steps are void
+        session.execute(
+            delete(RunEvent).where(
+                RunEvent.run_id == run.id,
+                RunEvent.type.in_(("metrics", "eval")),
+                RunEvent.step > event["to_step"],
+            )
+        )
+    session.add(
+        RunEvent(run_id=run.id, seq=event["seq"], type=kind, step=event.get("step"), data=event)
+    )
+    run.last_seq = event["seq"]
+    if kind == "metrics":
+        run.step, run.total_steps = event["step"], event["total_steps"]
+    elif kind == "state":
+        _apply_state(run, event)
+
+
+def _apply_state(run: Run, event: dict[str, Any]) -> None:
+    trainer_state = event["state"]
+    if trainer_state == "running":
+        run.total_steps = event.get("total_steps", run.total_steps)
+        if run.state == "starting":
+            run.state = "running"
+    elif trainer_state in _TRAINER_STATES:
+        run.state = trainer_state
+        run.message = event.get("message")
+        run.pid = None
+        if trainer_state != "paused":
+            run.finished_at = datetime.now(UTC)
+
+
+def events_after(*, session: Session, run_id: int, after: int, limit: int = 500) -> list[RunEvent]:
+    query = (
+        select(RunEvent)
+        .where(RunEvent.run_id == run_id, RunEvent.seq > after)
+        .order_by(RunEvent.seq)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def metrics_history(
+    *, session: Session, run_id: int, max_points: int | None = 500
+) -> dict[str, list[dict[str, Any]]]:
+    """Each series (training metrics, evaluations), downsampled to `max_points`."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind in ("metrics", "eval"):
+        rows = session.scalars(
+            select(RunEvent)
+            .where(RunEvent.run_id == run_id, RunEvent.type == kind)
+            .order_by(RunEvent.step, RunEvent.seq)
+        ).all()
+        points = [row.data for row in rows]
+        out[kind] = _downsample(points, max_points)
+    return out
+
+
+def _downsample(points: list[dict[str, Any]], max_points: int | None) -> list[dict[str, Any]]:
+    if max_points is None or len(points) <= max_points:
+        return points
+    stride = len(points) / max_points
+    picked = [points[int(i * stride)] for i in range(max_points - 1)]
+    return [*picked, points[-1]]
+
+
+def logs(
+    *, session: Session, run_id: int, offset: int = 0, limit: int = 100
+) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(RunEvent)
+        .where(
+            RunEvent.run_id == run_id, RunEvent.type.in_(("log", "state", "control", "checkpoint"))
+        )
+        .order_by(RunEvent.seq)
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return [row.data for row in rows]
+
+
+def dataset_exists(session: Session, dataset_id: int) -> bool:
+    return session.get(Dataset, dataset_id) is not None

@@ -1,0 +1,80 @@
+"""Runs through the API, with the real supervisor and trainer processes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lastedocation.api import create_app
+from lastedocation.settings import Settings
+from tests.conftest import PERCQA
+
+TINY: dict[str, Any] = {
+    "model": {"vocab_size": 500},
+    "data": {"split_key": "qid"},
+    "training": {"seq_len": 96, "batch_size": 4, "max_steps": 30, "eval_every": 10, "threads": 1},
+}
+
+
+def upload_percqa(client: TestClient, rows: int = 150) -> int:
+    data = b"\n".join(PERCQA.read_bytes().splitlines()[:rows]) + b"\n"
+    response = client.post("/api/v1/datasets", files={"file": ("percqa.jsonl", data)})
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def wait_for(client: TestClient, run_id: int, states: set[str], timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.get(f"/api/v1/runs/{run_id}").json()
+        if run["state"] in states:
+            return dict(run)
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} is still {run['state']}, not {states}")
+
+
+@pytest.fixture
+def fast_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "studio",
+        import_sample_dataset=False,
+        supervisor_interval_s=0.1,
+        max_concurrent_runs=1,
+    )
+
+
+@pytest.mark.slow
+def test_run_goes_through_its_states(fast_settings: Settings) -> None:
+    with TestClient(create_app(fast_settings)) as client:
+        dataset = upload_percqa(client)
+        bad = client.post("/api/v1/runs", json={"dataset_id": dataset, "training": {"lr": -1, "nope": 1}})
+        assert bad.status_code == 400 and "training.lr" in bad.json()["detail"]
+        assert "training.nope" in bad.json()["detail"]
+        created = client.post("/api/v1/runs", json={"dataset_id": dataset, **TINY, "training": {**TINY["training"], "max_steps": 400}})
+        assert created.status_code == 201, created.text
+        run_id = created.json()["id"]
+        assert created.json()["state"] == "queued"
+        wait_for(client, run_id, {"running"})
+        while client.get(f"/api/v1/runs/{run_id}").json()["step"] < 3:
+            time.sleep(0.1)
+        conflict = client.post(f"/api/v1/runs/{run_id}/resume")
+        assert conflict.status_code == 409 and "allows: pause, stop, checkpoint" in conflict.json()["detail"]
+        assert client.post(f"/api/v1/runs/{run_id}/pause").status_code == 202
+        paused = wait_for(client, run_id, {"paused"})
+        assert paused["allowed_actions"] == ["resume", "stop", "delete"]
+        assert client.post(f"/api/v1/runs/{run_id}/resume").status_code == 202
+        wait_for(client, run_id, {"running"})
+        assert client.post(f"/api/v1/runs/{run_id}/stop").status_code == 202
+        stopped = wait_for(client, run_id, {"stopped"})
+        metrics = client.get(f"/api/v1/runs/{run_id}/metrics", params={"full": True}).json()
+        steps = [m["step"] for m in metrics["metrics"]]
+        assert steps == list(range(1, stopped["step"] + 1))
+        assert len(client.get(f"/api/v1/runs/{run_id}/metrics", params={"max_points": 5}).json()["metrics"]) <= 5
+        states = [e["state"] for e in client.get(f"/api/v1/runs/{run_id}/logs", params={"limit": 1000}).json() if e["type"] == "state"]
+        assert states == ["starting", "running", "paused", "starting", "running", "stopped"]
+        assert client.delete(f"/api/v1/runs/{run_id}").status_code == 204
+        assert client.get(f"/api/v1/runs/{run_id}").status_code == 404
