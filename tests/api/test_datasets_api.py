@@ -234,3 +234,13 @@ def test_leftovers_of_a_killed_import_are_cleaned_on_start(tmp_path: Path) -> No
         pass
     assert not stale_dir.exists() and not stale_file.exists()
     assert fresh.exists()  # may belong to an import running in another process
+
+
+def test_system_figures_are_real(client: TestClient) -> None:
+    import psutil
+
+    figures = client.get("/api/v1/system").json()
+    assert figures["cpu"]["cores"] == psutil.cpu_count()
+    assert figures["memory"]["total"] == psutil.virtual_memory().total
+    assert 0 < figures["disk"]["free"] <= figures["disk"]["total"]
+    assert isinstance(figures["gpus"], list)

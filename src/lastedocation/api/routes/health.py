@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+
+from lastedocation.system import system_figures
 
 router = APIRouter(tags=["health"])
 
@@ -12,6 +16,12 @@ router = APIRouter(tags=["health"])
 def healthz() -> dict[str, str]:
     """The process answers."""
     return {"status": "ok"}
+
+
+@router.get("/api/v1/system")
+def system(request: Request) -> dict[str, Any]:
+    """Real CPU, memory, disk (of the data folder) and GPU figures."""
+    return system_figures(request.app.state.settings.data_dir)
 
 
 @router.get("/readyz")
