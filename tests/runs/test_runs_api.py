@@ -27,7 +27,9 @@ def upload_percqa(client: TestClient, rows: int = 150) -> int:
     return int(response.json()["id"])
 
 
-def wait_for(client: TestClient, run_id: int, states: set[str], timeout: float = 180) -> dict[str, Any]:
+def wait_for(
+    client: TestClient, run_id: int, states: set[str], timeout: float = 180
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = client.get(f"/api/v1/runs/{run_id}").json()
@@ -51,10 +53,19 @@ def fast_settings(tmp_path: Path) -> Settings:
 def test_run_goes_through_its_states(fast_settings: Settings) -> None:
     with TestClient(create_app(fast_settings)) as client:
         dataset = upload_percqa(client)
-        bad = client.post("/api/v1/runs", json={"dataset_id": dataset, "training": {"lr": -1, "nope": 1}})
+        bad = client.post(
+            "/api/v1/runs", json={"dataset_id": dataset, "training": {"lr": -1, "nope": 1}}
+        )
         assert bad.status_code == 400 and "training.lr" in bad.json()["detail"]
         assert "training.nope" in bad.json()["detail"]
-        created = client.post("/api/v1/runs", json={"dataset_id": dataset, **TINY, "training": {**TINY["training"], "max_steps": 400}})
+        created = client.post(
+            "/api/v1/runs",
+            json={
+                "dataset_id": dataset,
+                **TINY,
+                "training": {**TINY["training"], "max_steps": 400},
+            },
+        )
         assert created.status_code == 201, created.text
         run_id = created.json()["id"]
         assert created.json()["state"] == "queued"
@@ -62,7 +73,10 @@ def test_run_goes_through_its_states(fast_settings: Settings) -> None:
         while client.get(f"/api/v1/runs/{run_id}").json()["step"] < 3:
             time.sleep(0.1)
         conflict = client.post(f"/api/v1/runs/{run_id}/resume")
-        assert conflict.status_code == 409 and "allows: pause, stop, checkpoint" in conflict.json()["detail"]
+        assert (
+            conflict.status_code == 409
+            and "allows: pause, stop, checkpoint" in conflict.json()["detail"]
+        )
         assert client.post(f"/api/v1/runs/{run_id}/pause").status_code == 202
         paused = wait_for(client, run_id, {"paused"})
         assert paused["allowed_actions"] == ["resume", "stop", "delete"]
@@ -73,8 +87,37 @@ def test_run_goes_through_its_states(fast_settings: Settings) -> None:
         metrics = client.get(f"/api/v1/runs/{run_id}/metrics", params={"full": True}).json()
         steps = [m["step"] for m in metrics["metrics"]]
         assert steps == list(range(1, stopped["step"] + 1))
-        assert len(client.get(f"/api/v1/runs/{run_id}/metrics", params={"max_points": 5}).json()["metrics"]) <= 5
-        states = [e["state"] for e in client.get(f"/api/v1/runs/{run_id}/logs", params={"limit": 1000}).json() if e["type"] == "state"]
+        assert (
+            len(
+                client.get(f"/api/v1/runs/{run_id}/metrics", params={"max_points": 5}).json()[
+                    "metrics"
+                ]
+            )
+            <= 5
+        )
+        states = [
+            e["state"]
+            for e in client.get(f"/api/v1/runs/{run_id}/logs", params={"limit": 1000}).json()
+            if e["type"] == "state"
+        ]
         assert states == ["starting", "running", "paused", "starting", "running", "stopped"]
         assert client.delete(f"/api/v1/runs/{run_id}").status_code == 204
         assert client.get(f"/api/v1/runs/{run_id}").status_code == 404
+
+
+@pytest.mark.slow
+def test_preflight_counts_every_row_before_queueing(fast_settings: Settings) -> None:
+    with TestClient(create_app(fast_settings)) as client:
+        dataset = upload_percqa(client, rows=200)
+        body = {"dataset_id": dataset, **TINY, "training": {**TINY["training"], "seq_len": 64}}
+        created = client.post("/api/v1/runs", json=body)
+        assert created.status_code == 201, created.text
+        check = created.json()["preflight"]
+        assert check["examples"] + check["validation_examples"] + check["skipped_no_target"] <= 200
+        assert check["examples"] > 100 and check["truncated"] > 0
+        assert check["token_length"]["max"] == 64
+        memory = check["memory"]
+        assert memory["parameters"] > 10_000 and memory["device"] == "cpu" and memory["fits"]
+        run_id = created.json()["id"]
+        assert client.get(f"/api/v1/runs/{run_id}/preflight").json() == check
+        client.post(f"/api/v1/runs/{run_id}/stop")

@@ -54,6 +54,10 @@ class RunPublic(BaseModel):
         return allowed_actions(self.state)
 
 
+class RunCreated(RunPublic):
+    preflight: dict[str, Any]
+
+
 class ActionAccepted(BaseModel):
     run: RunPublic
     request_id: str | None

@@ -22,6 +22,7 @@ from lastedocation.datasets.service import get_dataset, records_path
 from lastedocation.errors import InvalidInput, NotFound
 from lastedocation.runs import states
 from lastedocation.runs.models import Run, RunEvent
+from lastedocation.runs.preflight import preflight
 from lastedocation.settings import Settings
 from lastedocation.training.config import ConfigError, dump_config, parse_config
 from lastedocation.training.events import write_control
@@ -46,6 +47,7 @@ def create_run(
         parsed = parse_config(raw)
     except ConfigError as exc:
         raise InvalidInput(exc.detail, problems=exc.extra["problems"]) from None
+    checked = preflight(parsed)  # the trainer's data path over every row, before queueing
     run = Run(
         name=parsed.name,
         state="queued",
@@ -59,8 +61,14 @@ def create_run(
     folder = run_folder(settings, run)
     folder.mkdir(parents=True, exist_ok=True)
     dump_config(parsed, folder / "config.yaml")
+    (folder / "preflight.json").write_text(json.dumps(checked), encoding="utf-8")
     session.commit()
     return run
+
+
+def read_preflight(settings: Settings, run: Run) -> dict[str, Any] | None:
+    path = run_folder(settings, run) / "preflight.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def list_runs(*, session: Session, state: str | None = None) -> list[Run]:

@@ -14,7 +14,13 @@ from fastapi.responses import StreamingResponse
 
 from lastedocation.api.deps import SessionDep, SettingsDep
 from lastedocation.runs import service
-from lastedocation.runs.schemas import ActionAccepted, RunCreate, RunMetrics, RunPublic
+from lastedocation.runs.schemas import (
+    ActionAccepted,
+    RunCreate,
+    RunCreated,
+    RunMetrics,
+    RunPublic,
+)
 from lastedocation.runs.states import ACTIVE
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -26,12 +32,23 @@ def _supervised(request: Request) -> Any:
     return request.app.state.supervisor.lock
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunPublic)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunCreated)
 def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep) -> Any:
-    """Check the config (all problems at once) and queue the run."""
-    return service.create_run(
+    """Check the config (all problems at once), run the pre-flight over every row
+    (token lengths, truncation, memory estimate) and queue the run."""
+    run = service.create_run(
         session=session, settings=settings, dataset_id=body.dataset_id, config=body.config()
     )
+    return {
+        **RunPublic.model_validate(run).model_dump(),
+        "preflight": service.read_preflight(settings, run),
+    }
+
+
+@router.get("/{run_id}/preflight")
+def run_preflight(run_id: int, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    run = service.get_run(session=session, run_id=run_id)
+    return service.read_preflight(settings, run) or {}
 
 
 @router.get("", response_model=list[RunPublic])
