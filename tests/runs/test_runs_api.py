@@ -121,3 +121,36 @@ def test_preflight_counts_every_row_before_queueing(fast_settings: Settings) -> 
         run_id = created.json()["id"]
         assert client.get(f"/api/v1/runs/{run_id}/preflight").json() == check
         client.post(f"/api/v1/runs/{run_id}/stop")
+
+
+@pytest.mark.slow
+def test_restore_in_place_and_as_a_new_run(fast_settings: Settings) -> None:
+    with TestClient(create_app(fast_settings)) as client:
+        dataset = upload_percqa(client)
+        body = {
+            "dataset_id": dataset,
+            **TINY,
+            "training": {**TINY["training"], "save_every": 10, "keep_last": 5},
+        }
+        run_id = client.post("/api/v1/runs", json=body).json()["id"]
+        wait_for(client, run_id, {"completed"})
+        steps = [c["step"] for c in client.get(f"/api/v1/runs/{run_id}/checkpoints").json()]
+        assert steps == [10, 20, 30]
+        missing = client.post(f"/api/v1/runs/{run_id}/restore", json={"step": 15})
+        assert missing.status_code == 404
+
+        copy = client.post(f"/api/v1/runs/{run_id}/restore", json={"step": 10, "as_new_run": True})
+        assert copy.status_code == 202, copy.text
+        copy_id = copy.json()["id"]
+        assert copy_id != run_id and "step 10" in copy.json()["name"]
+        wait_for(client, copy_id, {"completed"})
+        copied = client.get(f"/api/v1/runs/{copy_id}/metrics", params={"full": True}).json()
+        assert [m["step"] for m in copied["metrics"]] == list(range(11, 31))
+
+        again = client.post(f"/api/v1/runs/{run_id}/restore", json={"step": 20})
+        assert again.status_code == 202 and again.json()["state"] == "queued"
+        wait_for(client, run_id, {"completed"})
+        metrics = client.get(f"/api/v1/runs/{run_id}/metrics", params={"full": True}).json()
+        assert [m["step"] for m in metrics["metrics"]] == list(range(1, 31))
+        original = {m["step"]: m["loss"] for m in copied["metrics"]}
+        assert all(original[m["step"]] == m["loss"] for m in metrics["metrics"] if m["step"] > 10)

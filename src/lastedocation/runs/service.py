@@ -24,6 +24,7 @@ from lastedocation.runs import states
 from lastedocation.runs.models import Run, RunEvent
 from lastedocation.runs.preflight import preflight
 from lastedocation.settings import Settings
+from lastedocation.training import checkpoint as ckpt
 from lastedocation.training.config import ConfigError, dump_config, parse_config
 from lastedocation.training.events import write_control
 
@@ -219,3 +220,53 @@ def logs(
 
 def dataset_exists(session: Session, dataset_id: int) -> bool:
     return session.get(Dataset, dataset_id) is not None
+
+
+def list_checkpoints(*, settings: Settings, run: Run) -> list[dict[str, Any]]:
+    root = run_folder(settings, run) / "checkpoints"
+    out = []
+    for step, folder in ckpt.list_checkpoints(root):
+        manifest = json.loads((folder / ckpt.MANIFEST).read_text(encoding="utf-8"))
+        out.append({"step": step, "name": folder.name, "created": manifest["created"]})
+    return out
+
+
+def restore(*, session: Session, settings: Settings, run: Run, step: int, as_new_run: bool) -> Run:
+    """Train on from the checkpoint at `step`: in place (later checkpoints are
+    dropped and the run rewinds) or as a new run that starts from it."""
+    states.check("restore", run.state)
+    source = run_folder(settings, run) / "checkpoints" / ckpt.checkpoint_name(step)
+    try:
+        ckpt.verify(source)
+    except ckpt.CheckpointError as exc:
+        raise NotFound(f"run {run.id} has no usable checkpoint at step {step}: {exc}") from None
+    if not as_new_run:
+        for later, folder in ckpt.list_checkpoints(source.parent):
+            if later > step:
+                shutil.rmtree(folder)
+        run.state, run.message, run.exit_code, run.finished_at = "queued", None, None, None
+        session.commit()
+        return run
+    copy = Run(
+        name=f"{run.name} (from step {step})",
+        state="queued",
+        config=run.config,
+        folder="",
+        dataset_id=run.dataset_id,
+        owner_id=run.owner_id,
+        message=f"restored from run {run.id}, step {step}",
+    )
+    session.add(copy)
+    session.flush()
+    copy.folder = f"runs/{copy.id:06d}"
+    target = run_folder(settings, copy)
+    origin = run_folder(settings, run)
+    target.mkdir(parents=True)
+    for name in ("config.yaml", "preflight.json"):
+        if (origin / name).is_file():
+            shutil.copy2(origin / name, target / name)
+    if (origin / "base").is_dir():
+        shutil.copytree(origin / "base", target / "base")
+    shutil.copytree(source, target / "checkpoints" / source.name)
+    session.commit()
+    return copy

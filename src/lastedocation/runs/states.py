@@ -19,6 +19,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "stop": ("queued", "starting", "running", "pausing", "paused", "interrupted"),
     "checkpoint": ("running",),
     "delete": ("queued", "paused", "interrupted", *FINAL),
+    "restore": ("paused", "interrupted", *FINAL),
 }
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
 from lastedocation.api.deps import SessionDep, SettingsDep
 from lastedocation.runs import service
@@ -99,6 +100,31 @@ def delete_run(
         run = service.get_run(session=session, run_id=run_id)
         service.delete_run(session=session, settings=settings, run=run)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{run_id}/checkpoints")
+def run_checkpoints(
+    run_id: int, session: SessionDep, settings: SettingsDep
+) -> list[dict[str, Any]]:
+    run = service.get_run(session=session, run_id=run_id)
+    return service.list_checkpoints(settings=settings, run=run)
+
+
+class RestoreBody(BaseModel):
+    step: int = Field(ge=0)
+    as_new_run: bool = Field(default=False, description="Keep this run; start a copy.")
+
+
+@router.post("/{run_id}/restore", status_code=202, response_model=RunPublic)
+def restore_run(
+    run_id: int, body: RestoreBody, request: Request, session: SessionDep, settings: SettingsDep
+) -> Any:
+    """Train on from a checkpoint, in place or as a new run."""
+    with _supervised(request):
+        run = service.get_run(session=session, run_id=run_id)
+        return service.restore(
+            session=session, settings=settings, run=run, step=body.step, as_new_run=body.as_new_run
+        )
 
 
 @router.get("/{run_id}/metrics", response_model=RunMetrics)
