@@ -2,15 +2,51 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from lastedocation.api import create_app
+from lastedocation.auth import service as accounts
+from lastedocation.db import make_engine, migrate, session_factory
 from lastedocation.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PERCQA = ROOT.parent / "shared" / "data" / "percqa" / "train.jsonl"
+
+ADMIN = "admin"
+PASSWORD = "correct horse battery staple"
+
+
+def add_account(
+    settings: Settings, username: str, *, role: str = "member", password: str = PASSWORD
+) -> int:
+    """Create an account on a studio's data folder, as `lastedocation users add` does
+    (the server may be running on it or not)."""
+    engine = make_engine(settings)
+    try:
+        migrate(engine)
+        with session_factory(engine)() as session:
+            user = accounts.create_user(
+                session=session, username=username, password=password, role=role
+            )
+            return user.id
+    finally:
+        engine.dispose()
+
+
+def sign_in(
+    client: TestClient | httpx.Client, username: str = ADMIN, password: str = PASSWORD
+) -> dict[str, Any]:
+    """Log in over HTTP; `client` then sends the access token with every request."""
+    response = client.post("/api/v1/auth/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    tokens: dict[str, Any] = response.json()
+    client.headers["Authorization"] = f"Bearer {tokens['access_token']}"
+    return tokens
 
 
 @pytest.fixture
@@ -25,6 +61,48 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI, settings: Settings) -> Iterator[TestClient]:
+    """The app, running, signed in as an admin (created through the real service)."""
+    with TestClient(app) as test_client:
+        add_account(settings, ADMIN, role="admin")
+        sign_in(test_client)
         yield test_client
+
+
+def _member(app: FastAPI, settings: Settings, username: str) -> Iterator[TestClient]:
+    add_account(settings, username)
+    member = TestClient(app)  # the `client` fixture runs the app's lifespan
+    try:
+        sign_in(member, username)
+        yield member
+    finally:
+        member.close()
+
+
+@pytest.fixture
+def member_client(app: FastAPI, settings: Settings, client: TestClient) -> Iterator[TestClient]:
+    """Signed in as the member `mina`."""
+    yield from _member(app, settings, "mina")
+
+
+@pytest.fixture
+def other_member_client(
+    app: FastAPI, settings: Settings, client: TestClient
+) -> Iterator[TestClient]:
+    """Signed in as the member `babak`."""
+    yield from _member(app, settings, "babak")
+
+
+@pytest.fixture
+def anon_client(app: FastAPI, client: TestClient) -> Iterator[TestClient]:
+    """The same running app, signed in as nobody."""
+    anonymous = TestClient(app)
+    try:
+        yield anonymous
+    finally:
+        anonymous.close()

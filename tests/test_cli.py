@@ -71,3 +71,46 @@ def test_help_reads_well() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0 and "serve" in result.output and "data" in result.output
     assert runner.invoke(app, ["data", "validate", "/no/such/file.jsonl"]).exit_code == 2
+
+
+def test_users_add_asks_twice_and_the_account_signs_in(_studio_dir: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from lastedocation.api import create_app
+    from lastedocation.settings import Settings
+    from tests.conftest import PASSWORD, sign_in
+
+    first = runner.invoke(app, ["users", "add", "mina"], input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert first.exit_code == 1 and "--admin" in first.output  # the first account is an admin
+    added = runner.invoke(
+        app, ["users", "add", "Shirin", "--admin"], input=f"{PASSWORD}\n{PASSWORD}\n"
+    )
+    assert added.exit_code == 0, added.output
+    assert "added admin shirin" in added.output and PASSWORD not in added.output
+    mismatch = runner.invoke(app, ["users", "add", "mina"], input=f"{PASSWORD}\nother one!!\n")
+    assert mismatch.exit_code != 0
+    short = runner.invoke(app, ["users", "add", "mina"], input="short\nshort\n")
+    assert short.exit_code == 1 and "at least 10 characters" in short.output
+    member = runner.invoke(app, ["users", "add", "mina"], input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert member.exit_code == 0 and "added member mina" in member.output
+    taken = runner.invoke(app, ["users", "add", "MINA"], input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert taken.exit_code == 1 and "taken" in taken.output
+    listed = runner.invoke(app, ["users", "list"])
+    assert "shirin" in listed.output and "member" in listed.output
+
+    settings = Settings(data_dir=_studio_dir, import_sample_dataset=False)
+    with TestClient(create_app(settings)) as client:
+        sign_in(client, "shirin")
+        assert client.get("/api/v1/auth/me").json()["role"] == "admin"
+
+
+def test_import_for_an_owner(percqa: Path, tmp_path: Path) -> None:
+    from tests.conftest import PASSWORD
+
+    small = tmp_path / "small.jsonl"
+    small.write_bytes(b"\n".join(percqa.read_bytes().splitlines()[:20]) + b"\n")
+    runner.invoke(app, ["users", "add", "shirin", "--admin"], input=f"{PASSWORD}\n{PASSWORD}\n")
+    unknown = runner.invoke(app, ["data", "import", str(small), "--owner", "nobody"])
+    assert unknown.exit_code == 1 and "no account named 'nobody'" in unknown.output
+    owned = runner.invoke(app, ["data", "import", str(small), "--owner", "shirin", "--json"])
+    assert owned.exit_code == 0, owned.output

@@ -18,6 +18,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from lastedocation.auth import service as accounts
+from lastedocation.auth import setup
 from lastedocation.datasets import service
 from lastedocation.datasets.formats import DataFormat
 from lastedocation.datasets.reader import FileFormat
@@ -34,6 +36,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Check, import and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+users_app = typer.Typer(help="Manage the studio's accounts.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 console = Console()
 err = Console(stderr=True)
 
@@ -74,10 +78,18 @@ def serve(
         overrides["data_dir"] = data_dir
     settings = load_settings(**overrides)
     application = create_app(settings)
-    console.print(
-        f"LASTEDOCATION on [bold]http://{settings.host}:{settings.port}[/]  "
-        f"(data: {settings.data_dir})"
-    )
+    base = f"http://{settings.host}:{settings.port}"
+    console.print(f"LASTEDOCATION on [bold]{base}[/]  (data: {settings.data_dir})")
+    with application.state.sessions() as session:
+        token = setup.start_setup(session=session)
+    if token:
+        # print, don't log: the link is a credential, valid until used or the next start
+        console.print(
+            f"No account yet. Create the first admin here (works once):\n"
+            f"  [bold]{base}/setup?token={token}[/]\n"
+            "or run `lastedocation users add NAME --admin`.",
+            soft_wrap=True,
+        )
     uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
@@ -167,6 +179,10 @@ def _open_studio(settings: Settings) -> Any:
 def data_import(
     file: FileArg,
     name: Annotated[str | None, typer.Option(help="Dataset name (default: file name).")] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option(help="Username it belongs to (default: none, shared with every account)."),
+    ] = None,
     drop_invalid: Annotated[
         bool, typer.Option("--drop-invalid", help="Import the valid rows, leave out the rest.")
     ] = False,
@@ -189,6 +205,7 @@ def data_import(
             normalize=normalize,
         ).scan_options(settings)
         with sessions() as session, _progress(file) as bar:
+            owner_id = accounts.find_user(session=session, username=owner).id if owner else None
             task = bar.add_task("importing", total=file.stat().st_size)
             dataset, result = service.import_file(
                 session=session,
@@ -198,6 +215,7 @@ def data_import(
                 name=name,
                 options=options,
                 drop_invalid=drop_invalid,
+                owner_id=owner_id,
                 progress=lambda done: bar.update(task, completed=done),
             )
     except DatasetInvalid as exc:
@@ -307,6 +325,43 @@ def data_stats(
         f"near-exact duplicates: {dup['near_exact']['rows']:,}"
     )
     console.print("letters: " + "  ".join(f"{k} {v:.1%}" for k, v in mix.items()))
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="2 to 64 letters, digits, `.`, `-` or `_`.")],
+    admin: Annotated[
+        bool, typer.Option("--admin", help="An admin (sees everything, manages accounts).")
+    ] = False,
+) -> None:
+    """Add an account to the local studio; asks for the password twice (hidden)."""
+    password = typer.prompt(
+        "password (at least 10 characters)", hide_input=True, confirmation_prompt=True
+    )
+    sessions = _open_studio(load_settings())
+    try:
+        with sessions() as session:
+            user = accounts.create_user(
+                session=session,
+                username=username,
+                password=password,
+                role="admin" if admin else "member",
+            )
+    except StudioError as exc:
+        _fail(exc)
+    console.print(f"added {user.role} [bold]{user.username}[/] (id {user.id})")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List the accounts of the local studio."""
+    sessions = _open_studio(load_settings())
+    with sessions() as session:
+        users = accounts.list_users(session=session)
+    table = Table("id", "username", "role", "created")
+    for user in users:
+        table.add_row(str(user.id), user.username, user.role, f"{user.created_at:%Y-%m-%d %H:%M}")
+    console.print(table)
 
 
 def _fail(exc: StudioError) -> NoReturn:

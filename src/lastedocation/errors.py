@@ -5,10 +5,14 @@
     ├── Conflict                409  the thing exists, or its state forbids this
     ├── InvalidInput            400  the request itself is wrong (bad name, bad option)
     │   └── DatasetInvalid      422  the file parsed, but no usable row survived
-    └── PayloadTooLarge         413  an upload over the configured limit
+    ├── PayloadTooLarge         413  an upload over the configured limit
+    ├── Unauthorized            401  no valid credentials (sends WWW-Authenticate: Bearer)
+    ├── Forbidden               403  signed in, but this needs another role
+    └── TooManyRequests         429  too many failed attempts (sends Retry-After)
 
 `detail` is a human sentence that names the problem; `extra` holds structured
-facts (row, field, limit) that the API returns beside it.
+facts (row, field, limit) that the API returns beside it; `headers` are HTTP
+headers the answer must carry.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ class StudioError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": self.code, "detail": self.detail, **self.extra}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
 
 
 class NotFound(StudioError):
@@ -52,3 +60,30 @@ class DatasetInvalid(InvalidInput):
 class PayloadTooLarge(StudioError):
     status_code = 413
     code = "payload_too_large"
+
+
+class Unauthorized(StudioError):
+    status_code = 401
+    code = "unauthorized"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(StudioError):
+    status_code = 403
+    code = "forbidden"
+
+
+class TooManyRequests(StudioError):
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, detail: str, *, retry_after_s: int, **extra: Any) -> None:
+        super().__init__(detail, retry_after_s=retry_after_s, **extra)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}

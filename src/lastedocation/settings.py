@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     secret_key: SecretStr | None = Field(
         default=None,
+        min_length=32,
         description="Key that signs access tokens; default: a random key kept in "
         "DATA_DIR/secret.key (created on first start, readable by its owner only).",
     )

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from lastedocation.api import create_app
 from lastedocation.settings import Settings
+from tests.conftest import ADMIN, add_account, sign_in
 
 
 def _upload(client: TestClient, filename: str, data: bytes, **params: Any) -> Any:
@@ -202,10 +203,14 @@ def test_bad_requests_are_4xx(client: TestClient) -> None:
 def test_sample_dataset_is_imported_on_first_start_only(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "s")
     with TestClient(create_app(settings)) as client:
+        add_account(settings, ADMIN, role="admin")
+        sign_in(client)
         (sample,) = client.get("/api/v1/datasets").json()
         assert sample["rows"] >= 300 and sample["rows_dropped"] == 0
+        assert sample["owner_id"] is None  # shared with every account
         assert client.delete(f"/api/v1/datasets/{sample['id']}").status_code == 204
     with TestClient(create_app(settings)) as client:
+        sign_in(client)
         assert client.get("/api/v1/datasets").json() == []
 
 

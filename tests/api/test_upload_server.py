@@ -16,7 +16,11 @@ import httpx
 import psutil
 import pytest
 
+from lastedocation.settings import Settings
+from tests.conftest import ADMIN, add_account, sign_in
+
 MB = 1024 * 1024
+Server = tuple[str, psutil.Process, Path, dict[str, str]]
 
 
 def _free_port() -> int:
@@ -26,8 +30,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, psutil.Process, Path]]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("server")
+    # the account is made on the data folder before the server starts, as `users add` does
+    add_account(Settings(data_dir=data_dir), ADMIN, role="admin")
     port = _free_port()
     env = {
         **os.environ,
@@ -50,7 +56,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, psut
         process.kill()
         pytest.fail("the server did not become ready")
     try:
-        yield url, psutil.Process(process.pid), data_dir
+        with httpx.Client(base_url=url) as client:
+            sign_in(client)
+            headers = {"Authorization": client.headers["Authorization"]}
+        yield url, psutil.Process(process.pid), data_dir, headers
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -90,8 +99,10 @@ def _multipart_body(size: int, boundary: str = "XyZbOuNdArY") -> Iterator[bytes]
     yield f"\r\n--{boundary}--\r\n".encode()
 
 
-def _post(url: str, size: int, *, declare_length: bool) -> httpx.Response | None:
-    headers = {"content-type": "multipart/form-data; boundary=XyZbOuNdArY"}
+def _post(
+    url: str, size: int, *, declare_length: bool, auth: dict[str, str]
+) -> httpx.Response | None:
+    headers = {"content-type": "multipart/form-data; boundary=XyZbOuNdArY", **auth}
     body: bytes | Iterator[bytes] = _multipart_body(size)
     if declare_length:
         body = b"".join(_multipart_body(size))
@@ -103,26 +114,26 @@ def _post(url: str, size: int, *, declare_length: bool) -> httpx.Response | None
 
 @pytest.mark.slow
 def test_101_mb_streamed_upload_gets_413_without_the_server_holding_it(
-    server: tuple[str, psutil.Process, Path],
+    server: Server,
 ) -> None:
-    url, process, data_dir = server
+    url, process, data_dir, auth = server
     meter = PeakRss(process)
-    response = _post(url, 101 * MB, declare_length=False)
+    response = _post(url, 101 * MB, declare_length=False, auth=auth)
     growth = meter.stop()
     if response is not None:
         assert response.status_code == 413, response.text
         assert "limit" in response.json()["detail"]
     assert growth < 40 * MB, f"server memory grew by {growth / MB:.1f} MB"
     assert list((data_dir / "tmp").iterdir()) == []
-    assert httpx.get(f"{url}/api/v1/datasets").json() == []
+    assert httpx.get(f"{url}/api/v1/datasets", headers=auth).json() == []
 
 
 @pytest.mark.slow
 def test_declared_length_over_the_limit_is_refused_at_once(
-    server: tuple[str, psutil.Process, Path],
+    server: Server,
 ) -> None:
-    url, _, data_dir = server
-    response = _post(url, 101 * MB, declare_length=True)
+    url, _, data_dir, auth = server
+    response = _post(url, 101 * MB, declare_length=True, auth=auth)
     if response is not None:
         assert response.status_code == 413
     assert httpx.get(f"{url}/healthz").status_code == 200
@@ -131,12 +142,23 @@ def test_declared_length_over_the_limit_is_refused_at_once(
 
 @pytest.mark.slow
 def test_large_valid_upload_imports_with_bounded_memory(
-    server: tuple[str, psutil.Process, Path],
+    server: Server,
 ) -> None:
-    url, process, _ = server
+    url, process, _, auth = server
     meter = PeakRss(process)
-    response = _post(url, 60 * MB, declare_length=False)
+    response = _post(url, 60 * MB, declare_length=False, auth=auth)
     growth = meter.stop()
     assert response is not None and response.status_code == 201, response
     assert response.json()["rows"] > 500_000
     assert growth < 64 * MB, f"server memory grew by {growth / MB:.1f} MB importing 60 MB"
+
+
+@pytest.mark.slow
+def test_anonymous_upload_is_refused_before_the_body_is_stored(server: Server) -> None:
+    url, _, data_dir, auth = server
+    before = httpx.get(f"{url}/api/v1/datasets", headers=auth).json()
+    response = _post(url, 5 * MB, declare_length=False, auth={})
+    if response is not None:
+        assert response.status_code == 401
+    assert list((data_dir / "tmp").iterdir()) == []
+    assert httpx.get(f"{url}/api/v1/datasets", headers=auth).json() == before

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from lastedocation.api import create_app
 from lastedocation.settings import Settings
-from tests.conftest import PERCQA
+from tests.conftest import ADMIN, PERCQA, add_account, sign_in
 
 TINY: dict[str, Any] = {
     "model": {"vocab_size": 500},
@@ -41,17 +43,26 @@ def wait_for(
 
 @pytest.fixture
 def fast_settings(tmp_path: Path) -> Settings:
-    return Settings(
+    settings = Settings(
         data_dir=tmp_path / "studio",
         import_sample_dataset=False,
         supervisor_interval_s=0.1,
         max_concurrent_runs=1,
     )
+    add_account(settings, ADMIN, role="admin")
+    return settings
+
+
+@contextlib.contextmanager
+def signed_in(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        sign_in(client)
+        yield client
 
 
 @pytest.mark.slow
 def test_run_goes_through_its_states(fast_settings: Settings) -> None:
-    with TestClient(create_app(fast_settings)) as client:
+    with signed_in(fast_settings) as client:
         dataset = upload_percqa(client)
         bad = client.post(
             "/api/v1/runs", json={"dataset_id": dataset, "training": {"lr": -1, "nope": 1}}
@@ -79,7 +90,7 @@ def test_run_goes_through_its_states(fast_settings: Settings) -> None:
         )
         assert client.post(f"/api/v1/runs/{run_id}/pause").status_code == 202
         paused = wait_for(client, run_id, {"paused"})
-        assert paused["allowed_actions"] == ["resume", "stop", "delete"]
+        assert paused["allowed_actions"] == ["resume", "stop", "delete", "restore"]
         assert client.post(f"/api/v1/runs/{run_id}/resume").status_code == 202
         wait_for(client, run_id, {"running"})
         assert client.post(f"/api/v1/runs/{run_id}/stop").status_code == 202
@@ -107,7 +118,7 @@ def test_run_goes_through_its_states(fast_settings: Settings) -> None:
 
 @pytest.mark.slow
 def test_preflight_counts_every_row_before_queueing(fast_settings: Settings) -> None:
-    with TestClient(create_app(fast_settings)) as client:
+    with signed_in(fast_settings) as client:
         dataset = upload_percqa(client, rows=200)
         body = {"dataset_id": dataset, **TINY, "training": {**TINY["training"], "seq_len": 64}}
         created = client.post("/api/v1/runs", json=body)
@@ -125,7 +136,7 @@ def test_preflight_counts_every_row_before_queueing(fast_settings: Settings) -> 
 
 @pytest.mark.slow
 def test_restore_in_place_and_as_a_new_run(fast_settings: Settings) -> None:
-    with TestClient(create_app(fast_settings)) as client:
+    with signed_in(fast_settings) as client:
         dataset = upload_percqa(client)
         body = {
             "dataset_id": dataset,
@@ -154,3 +165,26 @@ def test_restore_in_place_and_as_a_new_run(fast_settings: Settings) -> None:
         assert [m["step"] for m in metrics["metrics"]] == list(range(1, 31))
         original = {m["step"]: m["loss"] for m in copied["metrics"]}
         assert all(original[m["step"]] == m["loss"] for m in metrics["metrics"] if m["step"] > 10)
+
+
+def test_members_see_only_their_own_runs(fast_settings: Settings) -> None:
+    add_account(fast_settings, "mina")
+    add_account(fast_settings, "babak")
+    app = create_app(fast_settings)
+    with TestClient(app) as mina, TestClient(app) as babak, TestClient(app) as nobody:
+        sign_in(mina, "mina")
+        sign_in(babak, "babak")
+        dataset = upload_percqa(mina, rows=60)
+        other = babak.post("/api/v1/runs", json={"dataset_id": dataset, **TINY})
+        assert other.status_code == 404  # mina's dataset is not babak's to use
+        run_id = mina.post("/api/v1/runs", json={"dataset_id": dataset, **TINY}).json()["id"]
+        mina.post(f"/api/v1/runs/{run_id}/stop")
+        assert [r["id"] for r in mina.get("/api/v1/runs").json()] == [run_id]
+        assert babak.get("/api/v1/runs").json() == []
+        for path in ("", "/metrics", "/logs", "/checkpoints", "/preflight", "/events"):
+            assert babak.get(f"/api/v1/runs/{run_id}{path}").status_code == 404, path
+            assert nobody.get(f"/api/v1/runs/{run_id}{path}").status_code == 401, path
+        assert babak.post(f"/api/v1/runs/{run_id}/resume").status_code == 404
+        assert babak.delete(f"/api/v1/runs/{run_id}").status_code == 404
+        assert nobody.get("/api/v1/system").status_code == 401
+        assert mina.delete(f"/api/v1/runs/{run_id}").status_code == 204

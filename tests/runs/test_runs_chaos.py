@@ -3,6 +3,7 @@ the event stream — runs carry on and nothing is lost or repeated."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PERCQA
+from lastedocation.settings import Settings
+from tests.conftest import ADMIN, PERCQA, add_account, sign_in
 from tests.server import StudioServer
 
 CONFIG: dict[str, Any] = {
@@ -33,6 +35,7 @@ CONFIG: dict[str, Any] = {
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[StudioServer]:
+    add_account(Settings(data_dir=tmp_path / "studio"), ADMIN, role="admin")
     studio = StudioServer(tmp_path / "studio").start()
     try:
         yield studio
@@ -40,8 +43,11 @@ def server(tmp_path: Path) -> Iterator[StudioServer]:
         studio.stop()
 
 
-def _client(server: StudioServer) -> httpx.Client:
-    return httpx.Client(base_url=server.url, timeout=60)
+@contextlib.contextmanager
+def _client(server: StudioServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        sign_in(client)
+        yield client
 
 
 def _start_run(client: httpx.Client, max_steps: int = 120) -> int:
@@ -112,10 +118,12 @@ def test_frozen_trainer_is_interrupted_then_resumes(server: StudioServer) -> Non
         assert _steps(client, run_id) == list(range(1, 101))
 
 
-def _read_events(url: str, last_id: int, stop_after: int | None) -> list[dict[str, Any]]:
+def _read_events(
+    url: str, last_id: int, stop_after: int | None, auth: dict[str, str]
+) -> list[dict[str, Any]]:
     """Read the SSE stream from `last_id`; hang up after `stop_after` events."""
     got: list[dict[str, Any]] = []
-    headers = {"Last-Event-ID": str(last_id)} if last_id else {}
+    headers = {**auth, "Last-Event-ID": str(last_id)} if last_id else dict(auth)
     with httpx.stream("GET", url, headers=headers, timeout=120) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -139,13 +147,14 @@ def _read_events(url: str, last_id: int, stop_after: int | None) -> list[dict[st
 def test_sse_reconnects_with_last_event_id_without_gap_or_duplicate(server: StudioServer) -> None:
     with _client(server) as client:
         run_id = _start_run(client, max_steps=60)
+        auth = {"Authorization": client.headers["Authorization"]}
     url = f"{server.url}/api/v1/runs/{run_id}/events"
     received: list[dict[str, Any]] = []
     for cut in (3, 10, 25, 7):  # hang up after this many events, then reconnect
         last = received[-1]["seq"] if received else 0
-        received += _read_events(url, last, cut)
+        received += _read_events(url, last, cut, auth)
     last = received[-1]["seq"]
-    received += _read_events(url, last, None)  # to the end of the run
+    received += _read_events(url, last, None, auth)  # to the end of the run
     seqs = [e["seq"] for e in received]
     assert seqs == list(range(1, len(seqs) + 1))
     assert received[-1]["type"] == "state" and received[-1]["state"] == "completed"

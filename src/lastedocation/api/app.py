@@ -12,7 +12,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from lastedocation import __version__
-from lastedocation.api.routes import datasets, health, pages, runs
+from lastedocation.api.routes import auth, datasets, health, pages, runs
+from lastedocation.auth.ratelimit import LoginLimiter
+from lastedocation.auth.tokens import TokenSigner, load_signing_key
 from lastedocation.datasets.service import clean_leftovers, import_sample_once
 from lastedocation.db import make_engine, migrate, session_factory
 from lastedocation.errors import StudioError
@@ -23,7 +25,9 @@ from lastedocation.settings import Settings
 log = logging.getLogger("lastedocation")
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None) -> FastAPI:
+    """The studio's app. `login_limiter` replaces the default limit on failed sign-ins
+    (tests pass one with their own clock)."""
     settings.ensure_dirs()
     engine = make_engine(settings)
     migrate(engine)
@@ -62,13 +66,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = sessions
+    app.state.signer = TokenSigner(load_signing_key(settings))
+    app.state.login_limiter = login_limiter or LoginLimiter()
     app.state.supervisor = supervisor
 
     @app.exception_handler(StudioError)
     async def _studio_error(_request: Request, exc: StudioError) -> JSONResponse:
         if exc.status_code >= 500:
             log.exception("unexpected error", exc_info=exc)
-        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -82,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     app.include_router(health.router)
+    app.include_router(auth.router, prefix="/api/v1")
     app.include_router(datasets.router, prefix="/api/v1")
     app.include_router(runs.router, prefix="/api/v1")
     app.include_router(pages.router)

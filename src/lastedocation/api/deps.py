@@ -6,9 +6,20 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from lastedocation.auth import service as auth_service
+from lastedocation.auth.models import User
+from lastedocation.auth.ratelimit import LoginLimiter
+from lastedocation.auth.tokens import TokenSigner
+from lastedocation.errors import Forbidden, Unauthorized
 from lastedocation.settings import Settings
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An access token from /api/v1/auth/login, or an API token (`ldt_...`).",
+)
 
 
 def _settings(request: Request) -> Settings:
@@ -21,5 +32,51 @@ def _session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def _signer(request: Request) -> TokenSigner:
+    signer: TokenSigner = request.app.state.signer
+    return signer
+
+
+def _login_limiter(request: Request) -> LoginLimiter:
+    limiter: LoginLimiter = request.app.state.login_limiter
+    return limiter
+
+
+def _client_address(request: Request) -> str:
+    # the peer address; behind a reverse proxy this is the proxy (run uvicorn with
+    # --forwarded-allow-ips to have the client's address here instead)
+    return request.client.host if request.client else "unknown"
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionDep = Annotated[Session, Depends(_session)]
+SignerDep = Annotated[TokenSigner, Depends(_signer)]
+LoginLimiterDep = Annotated[LoginLimiter, Depends(_login_limiter)]
+ClientAddress = Annotated[str, Depends(_client_address)]
+
+
+def _current_user(
+    session: SessionDep,
+    signer: SignerDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None:
+        raise Unauthorized(
+            "sign in first: send `Authorization: Bearer TOKEN` with an access token from "
+            "/api/v1/auth/login or an API token"
+        )
+    return auth_service.user_for_bearer(
+        session=session, signer=signer, token=credentials.credentials
+    )
+
+
+CurrentUser = Annotated[User, Depends(_current_user)]
+
+
+def _admin_user(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise Forbidden("only an admin can do this")
+    return user
+
+
+AdminUser = Annotated[User, Depends(_admin_user)]

@@ -35,6 +35,10 @@ class Dataset(Base):
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON)
     normalization: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # None: a shared dataset (the bundled sample, CLI imports), readable by everyone
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", name="fk_datasets_owner_id_users"), nullable=True, index=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     splits: Mapped[list[DatasetSplit]] = relationship(
         back_populates="dataset", cascade="all, delete-orphan", order_by="DatasetSplit.id"

@@ -76,6 +76,7 @@ class DatasetPublic(BaseModel):
     rows: int
     rows_dropped: int
     normalized: bool
+    owner_id: int | None = Field(description="The account it belongs to; none: shared.")
     created_at: UtcDatetime
 
 

@@ -4,6 +4,13 @@ Imported datasets are immutable and stored once by content: the canonical
 records live in DATA_DIR/datasets/<sha256>/, and several dataset rows (two
 uploads of the same data) may point at one folder, which is removed with the
 last of them.
+
+Who sees what: a dataset belongs to the account that imported it. A member sees
+their own and the shared ones (no owner: the bundled sample, command-line
+imports); an admin sees all. Another member's dataset answers "not found", as if
+it did not exist. Shared datasets are read-only for members: they can preview
+and split them (a split is derived data; the records never change) but not
+delete them.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select, true
 from sqlalchemy.orm import Session
 
+from lastedocation.auth.models import User
 from lastedocation.datasets.models import Dataset, DatasetSplit, StudioFact
 from lastedocation.datasets.scan import INDEX_EVERY, ScanOptions, ScanResult, scan_file
 from lastedocation.datasets.split import split_records
-from lastedocation.errors import DatasetInvalid, InvalidInput, NotFound
+from lastedocation.errors import DatasetInvalid, Forbidden, InvalidInput, NotFound
 from lastedocation.settings import Settings
 
 MAX_PREVIEW_ROWS = 200
@@ -66,10 +74,11 @@ def import_file(
     name: str | None = None,
     options: ScanOptions,
     drop_invalid: bool = False,
+    owner_id: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[Dataset, ScanResult]:
-    """Validate and store a file as a new dataset; refuse it if it has problems
-    (unless `drop_invalid`) or no usable row."""
+    """Validate and store a file as a new dataset of `owner_id` (None: shared); refuse
+    it if it has problems (unless `drop_invalid`) or no usable row."""
     filename = safe_filename(filename)
     settings.ensure_dirs()
     staging = Path(tempfile.mkdtemp(prefix="import-", dir=settings.tmp_dir))
@@ -102,6 +111,7 @@ def import_file(
         report=report.to_dict(),
         stats=result.stats or {},
         normalization=result.normalization,
+        owner_id=owner_id,
     )
     session.add(dataset)
     session.commit()
@@ -158,14 +168,36 @@ def clean_leftovers(settings: Settings, *, older_than_s: float = 300) -> int:
     return removed
 
 
-def list_datasets(*, session: Session) -> list[Dataset]:
-    return list(session.scalars(select(Dataset).order_by(Dataset.id.desc())))
+def _visible_to(user: User | None) -> ColumnElement[bool]:
+    if user is None or user.is_admin:
+        return true()
+    return or_(Dataset.owner_id == user.id, Dataset.owner_id.is_(None))
 
 
-def get_dataset(*, session: Session, dataset_id: int) -> Dataset:
+def list_datasets(*, session: Session, user: User | None = None) -> list[Dataset]:
+    """The datasets `user` may see (all of them for user None: the studio itself)."""
+    query = select(Dataset).where(_visible_to(user)).order_by(Dataset.id.desc())
+    return list(session.scalars(query))
+
+
+def get_dataset(
+    *, session: Session, dataset_id: int, user: User | None = None, to_delete: bool = False
+) -> Dataset:
+    """The dataset, if `user` may see it (and delete it, with `to_delete`).
+
+    user None is the studio itself (no ownership check); routes always pass the user."""
     dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
+    visible = dataset is not None and (
+        user is None or user.is_admin or dataset.owner_id in (None, user.id)
+    )
+    if dataset is None or not visible:
         raise NotFound(f"no dataset with id {dataset_id}", dataset_id=dataset_id)
+    if to_delete and user is not None and not user.is_admin and dataset.owner_id is None:
+        raise Forbidden(
+            f"dataset {dataset_id} is shared with every account (the bundled sample or a "
+            "command-line import): members can read and split it; only an admin can delete it",
+            dataset_id=dataset_id,
+        )
     return dataset
 
 

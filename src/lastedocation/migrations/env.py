@@ -2,9 +2,10 @@
 
 from alembic import context
 
-from lastedocation.datasets.models import Dataset  # noqa: F401  (registers the tables)
-from lastedocation.runs.models import Run  # noqa: F401
+from lastedocation.auth.models import User  # noqa: F401  (registers the tables)
+from lastedocation.datasets.models import Dataset  # noqa: F401
 from lastedocation.db import Base
+from lastedocation.runs.models import Run  # noqa: F401
 
 connection = context.config.attributes["connection"]
 context.configure(

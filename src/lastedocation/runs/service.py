@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from lastedocation.datasets.models import Dataset
+from lastedocation.auth.models import User
 from lastedocation.datasets.service import get_dataset, records_path
 from lastedocation.errors import InvalidInput, NotFound
 from lastedocation.runs import states
@@ -36,10 +36,10 @@ def run_folder(settings: Settings, run: Run) -> Path:
 
 
 def create_run(
-    *, session: Session, settings: Settings, dataset_id: int, config: dict[str, Any]
+    *, session: Session, settings: Settings, user: User, dataset_id: int, config: dict[str, Any]
 ) -> Run:
-    """Check the config (every problem at once) and queue the run."""
-    dataset = get_dataset(session=session, dataset_id=dataset_id)
+    """Check the config (every problem at once), run the pre-flight and queue the run."""
+    dataset = get_dataset(session=session, dataset_id=dataset_id, user=user)
     raw = {
         **config,
         "data": {**config.get("data", {}), "train": str(records_path(settings, dataset))},
@@ -55,6 +55,7 @@ def create_run(
         config=parsed.model_dump(mode="json"),
         folder="",
         dataset_id=dataset.id,
+        owner_id=user.id,
     )
     session.add(run)
     session.flush()
@@ -72,16 +73,21 @@ def read_preflight(settings: Settings, run: Run) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def list_runs(*, session: Session, state: str | None = None) -> list[Run]:
+def list_runs(*, session: Session, user: User, state: str | None = None) -> list[Run]:
+    """The runs `user` may see: their own, or all of them for an admin."""
     query = select(Run).order_by(Run.id.desc())
+    if not user.is_admin:
+        query = query.where(Run.owner_id == user.id)
     if state:
         query = query.where(Run.state == state)
     return list(session.scalars(query))
 
 
-def get_run(*, session: Session, run_id: int) -> Run:
+def get_run(*, session: Session, run_id: int, user: User | None) -> Run:
+    """The run, if `user` may see it (another member's run answers 404).
+    user None is the studio itself (the event stream checks once, up front)."""
     run = session.get(Run, run_id)
-    if run is None:
+    if run is None or (user is not None and not user.is_admin and run.owner_id != user.id):
         raise NotFound(f"no run with id {run_id}", run_id=run_id)
     return run
 
@@ -216,10 +222,6 @@ def logs(
         .limit(limit)
     ).all()
     return [row.data for row in rows]
-
-
-def dataset_exists(session: Session, dataset_id: int) -> bool:
-    return session.get(Dataset, dataset_id) is not None
 
 
 def list_checkpoints(*, settings: Settings, run: Run) -> list[dict[str, Any]]:

@@ -47,16 +47,24 @@ class Supervisor:
         self.heartbeat_timeout = heartbeat_timeout
         self.lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
+        self._thread: threading.Thread | None = None
+        self._users = 0  # the app's lifespans running now (tests may nest them)
 
     def start(self) -> None:
-        self._thread.start()
+        self._users += 1
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
         """Stop supervising; trainers keep running and are re-attached next start."""
+        self._users -= 1
+        if self._users > 0 or self._thread is None:
+            return
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+        self._thread.join(timeout=10)
+        self._thread = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():

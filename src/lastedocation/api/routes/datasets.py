@@ -1,5 +1,8 @@
 """Dataset routes: upload (streamed), validate, list, get, preview, stats, report,
-split, delete. Thin: parse, call the service, map."""
+split, delete. Thin: parse, call the service, map.
+
+Every route needs a signed-in user; the service decides what that user may see
+(another member's dataset answers 404)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from lastedocation.api.deps import SessionDep, SettingsDep
+from lastedocation.api.deps import CurrentUser, SessionDep, SettingsDep
 from lastedocation.api.upload import receive_upload
 from lastedocation.datasets import service
 from lastedocation.datasets.schemas import (
@@ -61,6 +64,7 @@ async def _receive(request: Request, settings: Settings) -> tuple[Path, str]:
 )
 async def upload_dataset(
     request: Request,
+    user: CurrentUser,
     settings: SettingsDep,
     options: Annotated[ImportOptions, Depends()],
     name: Annotated[str | None, Query(max_length=200)] = None,
@@ -81,6 +85,7 @@ async def upload_dataset(
                     name=name,
                     options=scan_options,
                     drop_invalid=drop_invalid,
+                    owner_id=user.id,
                 )
                 return DatasetImported.model_validate(dataset)
 
@@ -92,6 +97,7 @@ async def upload_dataset(
 @router.post("/validate", response_model=ValidationPublic, openapi_extra=_UPLOAD_BODY)
 async def validate_dataset(
     request: Request,
+    _user: CurrentUser,
     settings: SettingsDep,
     options: Annotated[ImportOptions, Depends()],
 ) -> Any:
@@ -108,24 +114,25 @@ async def validate_dataset(
 
 
 @router.get("", response_model=list[DatasetPublic])
-def list_datasets(session: SessionDep) -> Any:
-    return service.list_datasets(session=session)
+def list_datasets(user: CurrentUser, session: SessionDep) -> Any:
+    return service.list_datasets(session=session, user=user)
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic)
-def get_dataset(dataset_id: int, session: SessionDep) -> Any:
-    return service.get_dataset(session=session, dataset_id=dataset_id)
+def get_dataset(dataset_id: int, user: CurrentUser, session: SessionDep) -> Any:
+    return service.get_dataset(session=session, dataset_id=dataset_id, user=user)
 
 
 @router.get("/{dataset_id}/preview", response_model=PreviewPublic)
 def preview_dataset(
     dataset_id: int,
+    user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PREVIEW_ROWS)] = 20,
 ) -> Any:
-    dataset = service.get_dataset(session=session, dataset_id=dataset_id)
+    dataset = service.get_dataset(session=session, dataset_id=dataset_id, user=user)
     rows = service.preview(settings=settings, dataset=dataset, offset=offset, limit=limit)
     return {
         "dataset_id": dataset.id,
@@ -137,13 +144,13 @@ def preview_dataset(
 
 
 @router.get("/{dataset_id}/stats")
-def dataset_stats(dataset_id: int, session: SessionDep) -> dict[str, Any]:
-    return service.get_dataset(session=session, dataset_id=dataset_id).stats
+def dataset_stats(dataset_id: int, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+    return service.get_dataset(session=session, dataset_id=dataset_id, user=user).stats
 
 
 @router.get("/{dataset_id}/report")
-def dataset_report(dataset_id: int, session: SessionDep) -> dict[str, Any]:
-    dataset = service.get_dataset(session=session, dataset_id=dataset_id)
+def dataset_report(dataset_id: int, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+    dataset = service.get_dataset(session=session, dataset_id=dataset_id, user=user)
     return {"report": dataset.report, "normalization": dataset.normalization}
 
 
@@ -151,9 +158,13 @@ def dataset_report(dataset_id: int, session: SessionDep) -> dict[str, Any]:
     "/{dataset_id}/splits", status_code=status.HTTP_201_CREATED, response_model=SplitPublic
 )
 def split_dataset(
-    dataset_id: int, body: SplitCreate, session: SessionDep, settings: SettingsDep
+    dataset_id: int,
+    body: SplitCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> Any:
-    dataset = service.get_dataset(session=session, dataset_id=dataset_id)
+    dataset = service.get_dataset(session=session, dataset_id=dataset_id, user=user)
     return service.split_dataset(
         session=session,
         settings=settings,
@@ -165,12 +176,14 @@ def split_dataset(
 
 
 @router.get("/{dataset_id}/splits", response_model=list[SplitPublic])
-def list_splits(dataset_id: int, session: SessionDep) -> Any:
-    return service.get_dataset(session=session, dataset_id=dataset_id).splits
+def list_splits(dataset_id: int, user: CurrentUser, session: SessionDep) -> Any:
+    return service.get_dataset(session=session, dataset_id=dataset_id, user=user).splits
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_dataset(dataset_id: int, session: SessionDep, settings: SettingsDep) -> Response:
-    dataset = service.get_dataset(session=session, dataset_id=dataset_id)
+def delete_dataset(
+    dataset_id: int, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> Response:
+    dataset = service.get_dataset(session=session, dataset_id=dataset_id, user=user, to_delete=True)
     service.delete_dataset(session=session, settings=settings, dataset=dataset)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from lastedocation.api.deps import CurrentUser
 from lastedocation.system import system_figures
 
 router = APIRouter(tags=["health"])
@@ -19,7 +20,7 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/api/v1/system")
-def system(request: Request) -> dict[str, Any]:
+def system(request: Request, _user: CurrentUser) -> dict[str, Any]:
     """Real CPU, memory, disk (of the data folder) and GPU figures."""
     return system_figures(request.app.state.settings.data_dir)
 

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from lastedocation.api.deps import SessionDep, SettingsDep
+from lastedocation.api.deps import CurrentUser, SessionDep, SettingsDep
 from lastedocation.runs import service
 from lastedocation.runs.schemas import (
     ActionAccepted,
@@ -34,11 +34,17 @@ def _supervised(request: Request) -> Any:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunCreated)
-def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep) -> Any:
+def create_run(
+    body: RunCreate, session: SessionDep, user: CurrentUser, settings: SettingsDep
+) -> Any:
     """Check the config (all problems at once), run the pre-flight over every row
     (token lengths, truncation, memory estimate) and queue the run."""
     run = service.create_run(
-        session=session, settings=settings, dataset_id=body.dataset_id, config=body.config()
+        session=session,
+        settings=settings,
+        user=user,
+        dataset_id=body.dataset_id,
+        config=body.config(),
     )
     return {
         **RunPublic.model_validate(run).model_dump(),
@@ -47,66 +53,74 @@ def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep) -> A
 
 
 @router.get("/{run_id}/preflight")
-def run_preflight(run_id: int, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
-    run = service.get_run(session=session, run_id=run_id)
+def run_preflight(
+    run_id: int, session: SessionDep, user: CurrentUser, settings: SettingsDep
+) -> dict[str, Any]:
+    run = service.get_run(session=session, run_id=run_id, user=user)
     return service.read_preflight(settings, run) or {}
 
 
 @router.get("", response_model=list[RunPublic])
-def list_runs(session: SessionDep, state: str | None = None) -> Any:
-    return service.list_runs(session=session, state=state)
+def list_runs(session: SessionDep, user: CurrentUser, state: str | None = None) -> Any:
+    return service.list_runs(session=session, user=user, state=state)
 
 
 @router.get("/{run_id}", response_model=RunPublic)
-def get_run(run_id: int, session: SessionDep) -> Any:
-    return service.get_run(session=session, run_id=run_id)
+def get_run(run_id: int, session: SessionDep, user: CurrentUser) -> Any:
+    return service.get_run(session=session, run_id=run_id, user=user)
 
 
-def _act(request: Request, run_id: int, action: str, session: Any, settings: Any) -> Any:
+def _act(request: Request, run_id: int, action: str, session: Any, user: Any, settings: Any) -> Any:
     with _supervised(request):
-        run = service.get_run(session=session, run_id=run_id)
+        run = service.get_run(session=session, run_id=run_id, user=user)
         request_id = service.request(session=session, settings=settings, run=run, action=action)
         return {"run": RunPublic.model_validate(run), "request_id": request_id}
 
 
 @router.post("/{run_id}/pause", status_code=202, response_model=ActionAccepted)
-def pause_run(run_id: int, request: Request, session: SessionDep, settings: SettingsDep) -> Any:
+def pause_run(
+    run_id: int, request: Request, session: SessionDep, user: CurrentUser, settings: SettingsDep
+) -> Any:
     """Checkpoint and free the device; resume continues exactly there."""
-    return _act(request, run_id, "pause", session, settings)
+    return _act(request, run_id, "pause", session, user, settings)
 
 
 @router.post("/{run_id}/resume", status_code=202, response_model=ActionAccepted)
-def resume_run(run_id: int, request: Request, session: SessionDep, settings: SettingsDep) -> Any:
-    return _act(request, run_id, "resume", session, settings)
+def resume_run(
+    run_id: int, request: Request, session: SessionDep, user: CurrentUser, settings: SettingsDep
+) -> Any:
+    return _act(request, run_id, "resume", session, user, settings)
 
 
 @router.post("/{run_id}/stop", status_code=202, response_model=ActionAccepted)
-def stop_run(run_id: int, request: Request, session: SessionDep, settings: SettingsDep) -> Any:
-    return _act(request, run_id, "stop", session, settings)
+def stop_run(
+    run_id: int, request: Request, session: SessionDep, user: CurrentUser, settings: SettingsDep
+) -> Any:
+    return _act(request, run_id, "stop", session, user, settings)
 
 
 @router.post("/{run_id}/checkpoint", status_code=202, response_model=ActionAccepted)
 def checkpoint_run(
-    run_id: int, request: Request, session: SessionDep, settings: SettingsDep
+    run_id: int, request: Request, session: SessionDep, user: CurrentUser, settings: SettingsDep
 ) -> Any:
-    return _act(request, run_id, "checkpoint", session, settings)
+    return _act(request, run_id, "checkpoint", session, user, settings)
 
 
 @router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_run(
-    run_id: int, request: Request, session: SessionDep, settings: SettingsDep
+    run_id: int, request: Request, session: SessionDep, user: CurrentUser, settings: SettingsDep
 ) -> Response:
     with _supervised(request):
-        run = service.get_run(session=session, run_id=run_id)
+        run = service.get_run(session=session, run_id=run_id, user=user)
         service.delete_run(session=session, settings=settings, run=run)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{run_id}/checkpoints")
 def run_checkpoints(
-    run_id: int, session: SessionDep, settings: SettingsDep
+    run_id: int, session: SessionDep, user: CurrentUser, settings: SettingsDep
 ) -> list[dict[str, Any]]:
-    run = service.get_run(session=session, run_id=run_id)
+    run = service.get_run(session=session, run_id=run_id, user=user)
     return service.list_checkpoints(settings=settings, run=run)
 
 
@@ -117,11 +131,16 @@ class RestoreBody(BaseModel):
 
 @router.post("/{run_id}/restore", status_code=202, response_model=RunPublic)
 def restore_run(
-    run_id: int, body: RestoreBody, request: Request, session: SessionDep, settings: SettingsDep
+    run_id: int,
+    body: RestoreBody,
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+    settings: SettingsDep,
 ) -> Any:
     """Train on from a checkpoint, in place or as a new run."""
     with _supervised(request):
-        run = service.get_run(session=session, run_id=run_id)
+        run = service.get_run(session=session, run_id=run_id, user=user)
         return service.restore(
             session=session, settings=settings, run=run, step=body.step, as_new_run=body.as_new_run
         )
@@ -131,11 +150,12 @@ def restore_run(
 def run_metrics(
     run_id: int,
     session: SessionDep,
+    user: CurrentUser,
     max_points: Annotated[int, Query(ge=2, le=100_000)] = 500,
     full: bool = False,
 ) -> Any:
     """Each series downsampled to `max_points` (or every point with `full=true`)."""
-    service.get_run(session=session, run_id=run_id)
+    service.get_run(session=session, run_id=run_id, user=user)
     history = service.metrics_history(
         session=session, run_id=run_id, max_points=None if full else max_points
     )
@@ -146,10 +166,11 @@ def run_metrics(
 def run_logs(
     run_id: int,
     session: SessionDep,
+    user: CurrentUser,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
-    service.get_run(session=session, run_id=run_id)
+    service.get_run(session=session, run_id=run_id, user=user)
     return service.logs(session=session, run_id=run_id, offset=offset, limit=limit)
 
 
@@ -157,6 +178,7 @@ def run_logs(
 async def run_events(
     run_id: int,
     request: Request,
+    user: CurrentUser,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[int | None, Query(ge=0)] = None,
 ) -> StreamingResponse:
@@ -164,9 +186,9 @@ async def run_events(
     `seq`; reconnecting with `Last-Event-ID` resumes right after it."""
     sessions = request.app.state.sessions
 
-    def fetch(last: int) -> tuple[list[dict[str, Any]], bool]:
+    def fetch(last: int, who: Any = None) -> tuple[list[dict[str, Any]], bool]:
         with sessions() as session:
-            run = service.get_run(session=session, run_id=run_id)
+            run = service.get_run(session=session, run_id=run_id, user=who)
             rows = service.events_after(session=session, run_id=run_id, after=last)
             return [row.data for row in rows], run.state in (*ACTIVE, "queued")
 
@@ -177,7 +199,7 @@ async def run_events(
         if (last_event_id or "").isdigit()
         else 0
     )
-    await run_in_threadpool(fetch, start)  # 404 before the stream starts
+    await run_in_threadpool(fetch, start, user)  # 404 before the stream starts
 
     async def stream() -> AsyncIterator[str]:
         last, quiet_since = start, time.monotonic()
