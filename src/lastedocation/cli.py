@@ -27,6 +27,7 @@ from lastedocation.datasets.scan import ScanResult, scan_file
 from lastedocation.datasets.schemas import ImportOptions
 from lastedocation.db import make_engine, migrate, session_factory
 from lastedocation.errors import DatasetInvalid, StudioError
+from lastedocation.remote import login, runs_app
 from lastedocation.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -38,6 +39,8 @@ data_app = typer.Typer(help="Check, import and inspect datasets.", no_args_is_he
 app.add_typer(data_app, name="data")
 users_app = typer.Typer(help="Manage the studio's accounts.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+app.add_typer(runs_app, name="runs")
+app.command()(login)
 console = Console()
 err = Console(stderr=True)
 

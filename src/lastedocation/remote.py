@@ -50,13 +50,7 @@ def call(method: str, path: str, **kwargs: Any) -> Any:
         except httpx.TransportError as exc:
             err.print(f"[red]error:[/] cannot reach the studio at {http.base_url}: {exc}")
             raise typer.Exit(1) from None
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        err.print(f"[red]error ({response.status_code}):[/] {detail}")
-        raise typer.Exit(1)
+    _check(response)
     return response.json() if response.content else None
 
 
@@ -104,7 +98,7 @@ def runs_logs(
     """A run's log; with -f, follow it live (server-sent events)."""
     if not follow:
         for event in call("GET", f"/api/v1/runs/{run_id}/logs", params={"limit": 1000}):
-            console.print(_line(event))
+            console.print(_line(event), markup=False, highlight=False)
         return
     with (
         client() as http,
@@ -115,7 +109,7 @@ def runs_logs(
             raise typer.Exit(1)
         for line in response.iter_lines():
             if line.startswith("data: "):
-                console.print(_line(json.loads(line[6:])))
+                console.print(_line(json.loads(line[6:])), markup=False, highlight=False)
 
 
 def _line(event: dict[str, Any]) -> str:
@@ -160,6 +154,13 @@ def runs_stop(run_id: RunId) -> None:
     _act(run_id, "stop")
 
 
+@runs_app.command("checkpoints")
+def runs_checkpoints(run_id: RunId) -> None:
+    """The checkpoints a run can be restored from."""
+    for item in call("GET", f"/api/v1/runs/{run_id}/checkpoints"):
+        console.print(f"step {item['step']}  ({item['name']})", markup=False, highlight=False)
+
+
 @runs_app.command("restore")
 def runs_restore(
     run_id: RunId,
@@ -168,3 +169,45 @@ def runs_restore(
 ) -> None:
     """Train on from a checkpoint (in place, or as a new run with --new)."""
     _act(run_id, "restore", {"step": step, "as_new_run": new})
+
+
+def login(
+    url: Annotated[str, typer.Option(help="The studio's address.")] = "http://127.0.0.1:8000",
+    username: Annotated[str | None, typer.Option(help="Your account (prompted if absent).")] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Use this API token instead of a password.")
+    ] = None,
+) -> None:
+    """Sign in to a running studio; the CLI keeps an API token for later commands."""
+    url = url.rstrip("/")
+    with httpx.Client(base_url=url, timeout=60) as http:
+        try:
+            if token is None:
+                name = username or typer.prompt("username")
+                password = typer.prompt("password", hide_input=True)
+                answer = http.post(
+                    "/api/v1/auth/login", json={"username": name, "password": password}
+                )
+                _check(answer)
+                http.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+                created = http.post("/api/v1/auth/tokens", json={"name": "cli"})
+                _check(created)
+                token = str(created.json()["token"])
+            http.headers["Authorization"] = f"Bearer {token}"
+            me = http.get("/api/v1/auth/me")
+            _check(me)
+        except httpx.TransportError as exc:
+            err.print(f"[red]error:[/] cannot reach the studio at {url}: {exc}")
+            raise typer.Exit(1) from None
+    path = save_credentials(url, token)
+    console.print(f"signed in as [bold]{me.json()['username']}[/]; token kept in {path}")
+
+
+def _check(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        err.print(f"[red]error ({response.status_code}):[/] {detail}")
+        raise typer.Exit(1)
