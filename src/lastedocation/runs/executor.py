@@ -21,6 +21,7 @@ class Executor(Protocol):
     def alive(self, pid: int, run_dir: Path) -> bool: ...
     def kill(self, pid: int) -> None: ...
     def reap(self) -> None: ...
+    def release(self) -> None: ...
 
 
 class LocalExecutor:
@@ -67,6 +68,16 @@ class LocalExecutor:
         for pid in list(self._children):
             if self._children[pid].poll() is not None:
                 del self._children[pid]
+
+    def release(self) -> None:
+        """Let running trainers go on without us (the server is stopping; the next
+        start re-attaches to them by pid and heartbeat)."""
+        self.reap()
+        for process in self._children.values():
+            # note: marks the Popen as done so dropping it does not warn; the
+            # trainer is adopted by init when this process exits
+            process.returncode = -1
+        self._children.clear()
 
     def kill(self, pid: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -65,6 +65,7 @@ class Supervisor:
         self._stop.set()
         self._thread.join(timeout=10)
         self._thread = None
+        self.executor.release()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -1,0 +1,82 @@
+"""Every route in the OpenAPI schema, walked as anonymous, member A, member B and
+admin: 401 without credentials, 403 for members on admin routes, 404 for another
+member's datasets and runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lastedocation.settings import Settings
+from tests.conftest import add_account
+
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("POST", "/api/v1/auth/setup"),
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/refresh"),
+}
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/api/v1/datasets/{dataset_id}/splits"): {"key": None},
+    ("POST", "/api/v1/runs/{run_id}/restore"): {"step": 1},
+    ("POST", "/api/v1/auth/tokens"): {"name": "x"},
+    ("POST", "/api/v1/auth/password"): {"current_password": "x" * 12, "new_password": "y" * 12},
+    ("POST", "/api/v1/users"): {"username": "z", "password": "z" * 12, "role": "member"},
+}
+
+
+def _routes(client: TestClient) -> list[tuple[str, str]]:
+    schema = client.get("/openapi.json").json()
+    return sorted(
+        (method.upper(), path)
+        for path, methods in schema["paths"].items()
+        for method in methods
+        if method in ("get", "post", "put", "patch", "delete")
+    )
+
+
+@pytest.mark.slow
+def test_every_route_answers_by_role(
+    client: TestClient,
+    member_client: TestClient,
+    other_member_client: TestClient,
+    anon_client: TestClient,
+    settings: Settings,
+) -> None:
+    rows = (
+        b'{"question": "a", "answer": "b", "g": 1}\n{"question": "c", "answer": "d", "g": 2}\n' * 20
+    )
+    upload = member_client.post("/api/v1/datasets", files={"file": ("a.jsonl", rows)})
+    assert upload.status_code == 201, upload.text
+    dataset_id = upload.json()["id"]
+    config = {"model": {"vocab_size": 300}, "training": {"seq_len": 32, "max_steps": 1}}
+    run = member_client.post("/api/v1/runs", json={"dataset_id": dataset_id, **config})
+    assert run.status_code == 201, run.text
+    run_id = run.json()["id"]
+    member_client.post(f"/api/v1/runs/{run_id}/stop")
+    ids = {"dataset_id": dataset_id, "run_id": run_id, "split_id": 1, "token_id": 1}
+    ids["user_id"] = add_account(settings, "victim")
+
+    checked = 0
+    for method, path in _routes(client):
+        url = path.format(**ids)
+        body = BODIES.get((method, path))
+        kwargs: dict[str, Any] = {"json": body} if body is not None else {}
+        if (method, path) in PUBLIC:
+            continue
+        anonymous = anon_client.request(method, url, **kwargs)
+        assert anonymous.status_code == 401, (method, path, anonymous.text)
+        if path.startswith("/api/v1/users"):
+            member = member_client.request(method, url, **kwargs)
+            assert member.status_code == 403, (method, path, member.text)
+        if "{dataset_id}" in path or "{run_id}" in path:
+            other = other_member_client.request(method, url, **kwargs)
+            assert other.status_code == 404, (method, path, other.text)
+        if method == "GET":
+            admin = client.get(url)
+            assert admin.status_code not in (401, 403, 404, 500), (path, admin.text)
+        checked += 1
+    assert checked >= 25
