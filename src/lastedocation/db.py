@@ -33,6 +33,9 @@ def make_engine(settings: Settings) -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        # many short reads at once (event streams poll): SQLite connections are cheap
+        pool_size=20,
+        max_overflow=40,
     )
 
     @event.listens_for(engine, "connect")

@@ -73,6 +73,20 @@ def _current_user(
 CurrentUser = Annotated[User, Depends(_current_user)]
 
 
+def _streaming_user(
+    request: Request,
+    signer: SignerDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    """The current user, for long responses (SSE): a session dependency would hold
+    its database connection for the whole stream, so this one closes it at once."""
+    with request.app.state.sessions() as session:
+        return _current_user(session, signer, credentials)
+
+
+StreamingUser = Annotated[User, Depends(_streaming_user)]
+
+
 def _admin_user(user: CurrentUser) -> User:
     if not user.is_admin:
         raise Forbidden("only an admin can do this")

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from lastedocation.api.deps import CurrentUser, SessionDep, SettingsDep
+from lastedocation.api.deps import CurrentUser, SessionDep, SettingsDep, StreamingUser
 from lastedocation.runs import service
 from lastedocation.runs.schemas import (
     ActionAccepted,
@@ -178,7 +178,7 @@ def run_logs(
 async def run_events(
     run_id: int,
     request: Request,
-    user: CurrentUser,
+    user: StreamingUser,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[int | None, Query(ge=0)] = None,
 ) -> StreamingResponse:
