@@ -3,6 +3,7 @@ the event stream — runs carry on and nothing is lost or repeated."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -158,3 +159,19 @@ def test_sse_reconnects_with_last_event_id_without_gap_or_duplicate(server: Stud
     seqs = [e["seq"] for e in received]
     assert seqs == list(range(1, len(seqs) + 1))
     assert received[-1]["type"] == "state" and received[-1]["state"] == "completed"
+
+
+@pytest.mark.slow
+def test_many_streams_at_once_do_not_exhaust_the_database_pool(server: StudioServer) -> None:
+    # each stream used to hold a pooled connection for its whole life: 16 deadlocked with the default pool
+    with _client(server) as client:
+        run_id = _start_run(client, max_steps=40)
+        auth = {"Authorization": client.headers["Authorization"]}
+        url = f"{server.url}/api/v1/runs/{run_id}/events"
+        with concurrent.futures.ThreadPoolExecutor(max_workers=80) as pool:
+            streams = [pool.submit(_read_events, url, 0, None, auth) for _ in range(80)]
+            received = [future.result(timeout=90) for future in streams]
+        assert client.get(f"/api/v1/runs/{run_id}").json()["state"] == "completed"
+    for events in received:
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert events[-1]["type"] == "state" and events[-1]["state"] == "completed"
