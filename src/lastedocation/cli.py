@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import io
 import json
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -250,12 +250,11 @@ def data_preview(
     settings = load_settings()
     try:
         options = ImportOptions(data_format=data_format).scan_options(settings)
-        buffer = _Head(offset + limit)
-        with contextlib.suppress(_Full):
-            scan_file(file, filename=file.name, options=options, out=buffer)  # type: ignore[arg-type]
+        buffer = io.BytesIO()
+        scan_file(file, filename=file.name, options=options, out=buffer, max_rows=offset + limit)
     except StudioError as exc:
         _fail(exc)
-    rows = [json.loads(line) for line in buffer.lines[offset : offset + limit]]
+    rows = [json.loads(line) for line in buffer.getvalue().splitlines()[offset:]]
     if as_json:
         console.print_json(json.dumps(rows, ensure_ascii=False))
         return
@@ -265,24 +264,6 @@ def data_preview(
             console.print(f"[bold]{message['role']}[/]: {message['content']}")
         if "text" in row:
             console.print(row["text"])
-
-
-class _Full(Exception):
-    pass
-
-
-class _Head:
-    """A write-only sink that keeps the first N canonical lines, then stops the scan."""
-
-    def __init__(self, keep: int) -> None:
-        self.keep = keep
-        self.lines: list[bytes] = []
-
-    def write(self, line: bytes) -> int:
-        self.lines.append(line)
-        if len(self.lines) >= self.keep:
-            raise _Full
-        return len(line)
 
 
 @data_app.command("stats")

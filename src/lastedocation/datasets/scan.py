@@ -118,8 +118,10 @@ def scan_file(
     options: ScanOptions,
     out: IO[bytes] | None = None,
     progress: Callable[[int], None] | None = None,
+    max_rows: int | None = None,
 ) -> ScanResult:
-    """Validate `path` in one pass; when `out` is given, write canonical records to it."""
+    """Validate `path` in one pass; when `out` is given, write canonical records to it.
+    With `max_rows`, stop after that many valid rows (the report covers what was read)."""
     file_format = options.file_format or _file_format(path, filename)
     items = read_records(
         path, file_format, progress=progress, max_field_chars=options.max_record_chars + 1
@@ -173,6 +175,8 @@ def scan_file(
             out.write(line)
             digest.update(line)
             written += len(line)
+        if max_rows is not None and report.rows_valid >= max_rows:
+            break
     if report.rows_seen == 0 and report.problems_total == 0:
         report.add(Problem(None, None, "empty_file", "the file holds no rows"))
     return ScanResult(

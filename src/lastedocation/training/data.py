@@ -98,11 +98,9 @@ def _canonical(source: Path, dest: Path, config: DataConfig) -> Path:
         )
     options = ScanOptions(spec=spec, normalize=config.normalize)
     with dest.open("wb") as out:
-        sink = _Limited(out, config.max_rows) if config.max_rows else out
-        try:
-            result = scan_file(source, filename=source.name, options=options, out=sink)  # type: ignore[arg-type]
-        except _Enough:
-            return dest
+        result = scan_file(
+            source, filename=source.name, options=options, out=out, max_rows=config.max_rows
+        )
     report = result.report
     if (
         report.rows_valid == 0
@@ -118,22 +116,6 @@ def _canonical(source: Path, dest: Path, config: DataConfig) -> Path:
             f"({shown}); fix them or set data.drop_invalid: true"
         )
     return dest
-
-
-class _Enough(Exception):
-    pass
-
-
-class _Limited:
-    def __init__(self, out: Any, limit: int) -> None:
-        self.out, self.limit, self.count = out, limit, 0
-
-    def write(self, line: bytes) -> int:
-        self.out.write(line)
-        self.count += 1
-        if self.count >= self.limit:
-            raise _Enough
-        return len(line)
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
