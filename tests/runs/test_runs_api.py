@@ -112,6 +112,10 @@ def test_run_goes_through_its_states(fast_settings: Settings) -> None:
             if e["type"] == "state"
         ]
         assert states == ["starting", "running", "paused", "starting", "running", "stopped"]
+        messages = [
+            e.get("message") or "" for e in client.get(f"/api/v1/runs/{run_id}/logs").json()
+        ]
+        assert not any("training a tokenizer" in m for m in messages)  # pre-flight's is reused
         assert client.delete(f"/api/v1/runs/{run_id}").status_code == 204
         assert client.get(f"/api/v1/runs/{run_id}").status_code == 404
 

@@ -1,8 +1,9 @@
 """Pre-flight: before a run is queued, run the trainer's own data path (tokenizer,
 chat template, label mask, truncation) over every row, and estimate memory.
 
-For a scratch model the tokenizer is trained here exactly as the trainer will
-train it (same data, same settings), so the counts are the run's counts.
+For a scratch model the tokenizer is trained here exactly as the trainer would
+train it, and saved in the run's `base/` folder, so the trainer uses this one
+instead of training it again and the counts are the run's counts.
 """
 
 from __future__ import annotations
@@ -27,11 +28,15 @@ from lastedocation.training.model_source import (
 _FULL_BYTES_PER_PARAM = 16
 
 
-def preflight(config: RunConfig) -> dict[str, Any]:
+def preflight(config: RunConfig, base: Path) -> dict[str, Any]:
+    """Check every row; a scratch model's tokenizer and shape are saved in `base`."""
     try:
         with tempfile.TemporaryDirectory(prefix="preflight-") as work:
             train, validation = prepare_records(config.data, Path(work))
             tokenizer, model_config, params = _tokenizer_and_shape(config, train)
+            if config.model.source == "scratch":
+                tokenizer.save_pretrained(base)
+                model_config.save_pretrained(base)
             seq_len = config.training.seq_len
             encoded = encode_file(train, tokenizer, seq_len)
             held_out = encode_file(validation, tokenizer, seq_len) if validation else None

@@ -8,7 +8,9 @@ copy fed by `ingest`, which applies `rewind` events so each step is stored once.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +27,7 @@ from lastedocation.runs.models import Run, RunEvent
 from lastedocation.runs.preflight import preflight
 from lastedocation.settings import Settings
 from lastedocation.training import checkpoint as ckpt
-from lastedocation.training.config import ConfigError, dump_config, parse_config
+from lastedocation.training.config import ConfigError, RunConfig, dump_config, parse_config
 from lastedocation.training.events import write_control
 
 _TRAINER_STATES = {"paused", "stopped", "completed", "failed"}
@@ -48,13 +50,30 @@ def create_run(
         parsed = parse_config(raw)
     except ConfigError as exc:
         raise InvalidInput(exc.detail, problems=exc.extra["problems"]) from None
-    checked = preflight(parsed)  # the trainer's data path over every row, before queueing
+    staging = Path(tempfile.mkdtemp(prefix="run-", dir=settings.tmp_dir))
+    try:
+        # the trainer's data path over every row, before anything is queued
+        checked = preflight(parsed, base=staging / "base")
+        return _queue(session, settings, parsed, dataset.id, user, checked, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _queue(
+    session: Session,
+    settings: Settings,
+    parsed: RunConfig,
+    dataset_id: int,
+    user: User,
+    checked: dict[str, Any],
+    staging: Path,
+) -> Run:
     run = Run(
         name=parsed.name,
         state="queued",
         config=parsed.model_dump(mode="json"),
         folder="",
-        dataset_id=dataset.id,
+        dataset_id=dataset_id,
         owner_id=user.id,
     )
     session.add(run)
@@ -63,6 +82,8 @@ def create_run(
     folder = run_folder(settings, run)
     folder.mkdir(parents=True, exist_ok=True)
     dump_config(parsed, folder / "config.yaml")
+    if (staging / "base").is_dir():
+        os.replace(staging / "base", folder / "base")
     (folder / "preflight.json").write_text(json.dumps(checked), encoding="utf-8")
     session.commit()
     return run
