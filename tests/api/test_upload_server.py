@@ -3,10 +3,6 @@ streams in, and the server's memory does not grow by the upload's size."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,15 +14,10 @@ import pytest
 
 from lastedocation.settings import Settings
 from tests.conftest import ADMIN, add_account, sign_in
+from tests.server import StudioServer
 
 MB = 1024 * 1024
 Server = tuple[str, psutil.Process, Path, dict[str, str]]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -34,35 +25,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("server")
     # the account is made on the data folder before the server starts, as `users add` does
     add_account(Settings(data_dir=data_dir), ADMIN, role="admin")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "LASTEDOCATION_DATA_DIR": str(data_dir),
-        "LASTEDOCATION_IMPORT_SAMPLE_DATASET": "false",
-        "LASTEDOCATION_LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lastedocation.cli", "serve", "--port", str(port)], env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("the server did not become ready")
+    studio = StudioServer(data_dir).start()
+    assert studio.process is not None
     try:
-        with httpx.Client(base_url=url) as client:
+        with httpx.Client(base_url=studio.url) as client:
             sign_in(client)
             headers = {"Authorization": client.headers["Authorization"]}
-        yield url, psutil.Process(process.pid), data_dir, headers
+        yield studio.url, psutil.Process(studio.process.pid), data_dir, headers
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        studio.stop()
 
 
 class PeakRss:
