@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(
         default=6.0, gt=0, description="A trainer silent this long is killed and interrupted."
     )
+    sse_send_timeout_s: float = Field(
+        default=30.0, gt=0, description="An event-stream client that stops reading is dropped."
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -19,6 +19,7 @@ from lastedocation.datasets.service import clean_leftovers, import_sample_once
 from lastedocation.db import make_engine, migrate, session_factory
 from lastedocation.errors import StudioError
 from lastedocation.runs.executor import LocalExecutor
+from lastedocation.runs.live import EventHub
 from lastedocation.runs.supervisor import Supervisor
 from lastedocation.settings import Settings
 
@@ -69,6 +70,7 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     app.state.signer = TokenSigner(load_signing_key(settings))
     app.state.login_limiter = login_limiter or LoginLimiter()
     app.state.supervisor = supervisor
+    app.state.event_hub = EventHub(sessions)
 
     @app.exception_handler(StudioError)
     async def _studio_error(_request: Request, exc: StudioError) -> JSONResponse:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from lastedocation.api.deps import CurrentUser, SessionDep, SettingsDep, StreamingUser
 from lastedocation.runs import service
+from lastedocation.runs.live import EventHub, EventStreamResponse
 from lastedocation.runs.schemas import (
     ActionAccepted,
     RunCreate,
@@ -22,11 +18,8 @@ from lastedocation.runs.schemas import (
     RunMetrics,
     RunPublic,
 )
-from lastedocation.runs.states import ACTIVE
 
 router = APIRouter(prefix="/runs", tags=["runs"])
-KEEPALIVE_S = 15.0
-POLL_S = 0.25
 
 
 def _supervised(request: Request) -> Any:
@@ -174,54 +167,27 @@ def run_logs(
     return service.logs(session=session, run_id=run_id, offset=offset, limit=limit)
 
 
-@router.get("/{run_id}/events")
+@router.get("/{run_id}/events", response_class=EventStreamResponse)
 async def run_events(
     run_id: int,
     request: Request,
     user: StreamingUser,
+    settings: SettingsDep,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[int | None, Query(ge=0)] = None,
-) -> StreamingResponse:
+) -> EventStreamResponse:
     """Server-sent events: every event of the run, live. Event ids are the trainer's
     `seq`; reconnecting with `Last-Event-ID` resumes right after it."""
     sessions = request.app.state.sessions
 
-    def fetch(last: int, who: Any = None) -> tuple[list[dict[str, Any]], bool]:
+    def check() -> None:
         with sessions() as session:
-            run = service.get_run(session=session, run_id=run_id, user=who)
-            rows = service.events_after(session=session, run_id=run_id, after=last)
-            return [row.data for row in rows], run.state in (*ACTIVE, "queued")
+            service.get_run(session=session, run_id=run_id, user=user)
 
-    start = (
-        after
-        if after is not None
-        else int(last_event_id or 0)
-        if (last_event_id or "").isdigit()
-        else 0
-    )
-    await run_in_threadpool(fetch, start, user)  # 404 before the stream starts
-
-    async def stream() -> AsyncIterator[str]:
-        last, quiet_since = start, time.monotonic()
-        yield "retry: 1000\n\n"
-        while not await request.is_disconnected():
-            events, live = await run_in_threadpool(fetch, last)
-            for event in events:
-                last = event["seq"]
-                data = json.dumps(event, ensure_ascii=False)
-                yield f"id: {last}\nevent: {event['type']}\ndata: {data}\n\n"
-            if events:
-                quiet_since = time.monotonic()
-                continue
-            if not live:
-                return
-            if time.monotonic() - quiet_since > KEEPALIVE_S:
-                quiet_since = time.monotonic()
-                yield ": keep-alive\n\n"
-            await asyncio.sleep(POLL_S)
-
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    await run_in_threadpool(check)  # 404 before the stream starts
+    if after is None:
+        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    hub: EventHub = request.app.state.event_hub
+    return EventStreamResponse(
+        hub.stream(run_id, after), send_timeout_s=settings.sse_send_timeout_s
     )
