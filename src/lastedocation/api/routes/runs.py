@@ -167,7 +167,7 @@ def run_logs(
     return service.logs(session=session, run_id=run_id, offset=offset, limit=limit)
 
 
-@router.get("/{run_id}/events", response_class=EventStreamResponse)
+@router.get("/{run_id}/events", response_class=EventStreamResponse, status_code=200)
 async def run_events(
     run_id: int,
     request: Request,
