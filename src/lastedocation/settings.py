@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     max_upload_mb: int = Field(default=100, ge=1, description="Largest dataset upload, in MB.")
+    max_model_upload_mb: int = Field(
+        default=20_000, ge=1, description="Largest model archive upload, in MB."
+    )
+    max_archive_files: int = Field(
+        default=10_000, ge=1, description="Most files a model archive may hold."
+    )
     max_record_chars: int = Field(
         default=200_000, ge=1, description="A record longer than this is reported as over-long."
     )
@@ -71,6 +77,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * MB
+
+    @property
+    def max_model_upload_bytes(self) -> int:
+        return self.max_model_upload_mb * MB
 
     @property
     def sqlalchemy_url(self) -> str:

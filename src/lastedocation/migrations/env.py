@@ -5,6 +5,7 @@ from alembic import context
 from lastedocation.auth.models import User  # noqa: F401  (registers the tables)
 from lastedocation.datasets.models import Dataset  # noqa: F401
 from lastedocation.db import Base
+from lastedocation.models.entries import ModelEntry  # noqa: F401
 from lastedocation.runs.models import Run  # noqa: F401
 
 connection = context.config.attributes["connection"]

@@ -1,6 +1,7 @@
 """Executors start trainer processes. The local one spawns
-`python -m lastedocation.training RUN_DIR` in its own session, so the trainer
-outlives a server that dies and is re-attached when the server starts again."""
+`python -m lastedocation.training RUN_DIR` (or torchrun running it once per device)
+in its own session, so the trainer outlives a server that dies and is re-attached
+when the server starts again."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import psutil
 
 
 class Executor(Protocol):
-    def start(self, run_dir: Path) -> int: ...
+    def start(self, run_dir: Path, devices: int = 1) -> int: ...
     def poll(self, pid: int) -> int | None: ...
     def alive(self, pid: int, run_dir: Path) -> bool: ...
     def kill(self, pid: int) -> None: ...
@@ -30,10 +31,16 @@ class LocalExecutor:
     def __init__(self) -> None:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
-    def start(self, run_dir: Path) -> int:
+    def start(self, run_dir: Path, devices: int = 1) -> int:
+        """One process, or torchrun with one process per device (its pid is the run's:
+        signals and kills go to its whole process group)."""
+        command = [sys.executable, "-m", "lastedocation.training", str(run_dir)]
+        if devices > 1:
+            launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+            command = [*launcher, f"--nproc-per-node={devices}", *command[1:]]
         with (run_dir / "trainer.log").open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "lastedocation.training", str(run_dir)],
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

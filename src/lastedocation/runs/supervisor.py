@@ -118,11 +118,22 @@ class Supervisor:
         log.warning("run %s interrupted: %s", run.id, message)
 
     def _start_queued(self, session: Session) -> None:
-        active = len(session.scalars(select(Run.id).where(Run.state.in_(ACTIVE))).all())
-        free = self.capacity - active
+        """Start queued runs, oldest first, while their devices fit (a run asking for
+        two GPUs takes two of the capacity); the oldest waits rather than be overtaken."""
+        active = session.scalars(select(Run).where(Run.state.in_(ACTIVE))).all()
+        free = self.capacity - sum(_devices(run) for run in active)
         queued = session.scalars(select(Run).where(Run.state == "queued").order_by(Run.id)).all()
-        for run in queued[: max(free, 0)]:
+        for run in queued:
+            wanted = _devices(run)
+            if wanted > free and (active or wanted <= self.capacity):
+                break  # (a run wanting more than the whole machine starts alone)
             folder = service.run_folder(self.settings, run)
-            run.pid = self.executor.start(folder)
+            run.pid = self.executor.start(folder, devices=wanted)
             run.state, run.started_at, run.exit_code = "starting", datetime.now(UTC), None
             session.commit()
+            free -= wanted
+            active = [*active, run]
+
+
+def _devices(run: Run) -> int:
+    return int(run.config.get("training", {}).get("devices", 1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -92,6 +93,14 @@ class TrainingConfig(_Section):
     keep_last: int = Field(default=2, ge=1, description="Checkpoints kept, besides the best.")
     log_every: int = Field(default=1, ge=1)
     threads: int | None = Field(default=None, ge=1, description="CPU threads for torch.")
+    devices: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="GPUs to train on; more than 1 runs under torchrun, each taking its "
+        "share of every step (the effective batch is batch_size x grad_accum x devices). "
+        "Without a GPU, that many CPU processes (gloo): for testing, not for speed.",
+    )
 
 
 class RunConfig(_Section):
@@ -169,6 +178,11 @@ def _semantic_problems(config: RunConfig) -> list[tuple[str, str]]:
         problems.append(("data.validation", f"no file at {data.validation}"))
     if bool(data.question_field) != bool(data.answer_field):
         problems.append(("data.question_field", "give question_field and answer_field together"))
+    gpus = torch.cuda.device_count()
+    if gpus and config.training.devices > gpus:
+        problems.append(
+            ("training.devices", f"this machine has {gpus} GPU(s): ask for at most {gpus}")
+        )
     if model.source == "local":
         if model.path is None:
             problems.append(("model.path", "source is local: give the model folder"))

@@ -57,6 +57,21 @@ class EventLog:
         self._file.close()
 
 
+class SilentEventLog(EventLog):
+    """The event log of a process that is not the main one of a torchrun run: it
+    writes nothing (the main process tells the story once)."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.observer = None
+
+    def emit(self, type_: str, *, sync: bool = False, **fields: Any) -> dict[str, Any]:
+        return {"type": type_, **fields}
+
+    def close(self) -> None:
+        pass
+
+
 def _repair_and_last_seq(path: Path) -> int:
     """The last complete event's seq; a partial last line (killed mid-write) is cut."""
     if not path.exists():
@@ -93,9 +108,12 @@ def effective_steps(events: list[dict[str, Any]], kind: str = "metrics") -> list
 class Heartbeat:
     """A daemon thread that rewrites RUN_DIR/heartbeat with pid, time and step."""
 
-    def __init__(self, path: Path, interval: float = HEARTBEAT_SECONDS) -> None:
+    def __init__(
+        self, path: Path, interval: float = HEARTBEAT_SECONDS, pid: int | None = None
+    ) -> None:
         self.path = path
         self.interval = interval
+        self.pid = pid if pid is not None else os.getpid()  # under torchrun: torchrun's
         self.step = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -111,7 +129,7 @@ class Heartbeat:
 
     def beat(self) -> None:
         tmp = self.path.with_suffix(".tmp")
-        payload = {"pid": os.getpid(), "time": time.time(), "step": self.step}
+        payload = {"pid": self.pid, "time": time.time(), "step": self.step}
         tmp.write_text(json.dumps(payload), encoding="utf-8")
         os.replace(tmp, self.path)
 

@@ -49,7 +49,8 @@ from lastedocation.training.data import (
     iter_texts,
     prepare_records,
 )
-from lastedocation.training.events import Control, EventLog, Heartbeat
+from lastedocation.training.distributed import World, join_world
+from lastedocation.training.events import Control, EventLog, Heartbeat, SilentEventLog
 from lastedocation.training.model_source import (
     ModelSourceError,
     build_scratch,
@@ -94,26 +95,38 @@ def train_run(
 ) -> Outcome:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     hf_logging.disable_progress_bar()
-    events = EventLog(run_dir / "events.jsonl", observer)
+    world = join_world()
+    events = EventLog(run_dir / "events.jsonl", observer) if world.is_main else SilentEventLog()
+    beats = run_dir / "heartbeat" if world.is_main else run_dir / f".heartbeat.rank{world.rank}"
     try:
-        with Heartbeat(run_dir / "heartbeat") as heartbeat, Signals(handle_sigint) as signals:
-            return _Run(run_dir, events, heartbeat, signals).execute()
+        with (
+            Heartbeat(beats, pid=world.launcher_pid) as heartbeat,
+            Signals(handle_sigint) as signals,
+        ):
+            return _Run(run_dir, events, heartbeat, signals, world).execute()
     finally:
         events.close()
+        world.close()
 
 
 class _Run:
     def __init__(
-        self, run_dir: Path, events: EventLog, heartbeat: Heartbeat, signals: Signals
+        self,
+        run_dir: Path,
+        events: EventLog,
+        heartbeat: Heartbeat,
+        signals: Signals,
+        world: World | None = None,
     ) -> None:
         self.dir = run_dir
+        self.world = world or World()
         self.events = events
         self.heartbeat = heartbeat
         self.signals = signals
         self.checkpoints = run_dir / "checkpoints"
         self.state = TrainState()
         self.saved_step = -1
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = self.world.device()
 
     # -- setup ---------------------------------------------------------------
 
@@ -147,9 +160,11 @@ class _Run:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        train_path, val_path = prepare_records(self.config.data, self.dir / "data")
-        self.model, self.tokenizer = self._build_model(train_path)
+        with self.world.main_first():  # it writes data/ and base/; the others read them
+            train_path, val_path = prepare_records(self.config.data, self.dir / "data")
+            self.model, self.tokenizer = self._build_model(train_path)
         self.model.to(self.device)
+        self.world.broadcast_parameters(self.model)
         self._preflight(train_path, val_path)
         self._build_optimizer()
         if resume is not None:
@@ -288,10 +303,11 @@ class _Run:
         recent: list[float] = []
         window: list[dict[str, float]] = []
         while self.state.step < self.total_steps:
-            request = control.poll()
-            if self.signals.received and request is None:
+            request = control.poll() if self.world.is_main else None
+            if self.signals.received and request is None and self.world.is_main:
                 request = {"action": "pause", "request_id": f"signal-{self.signals.received}"}
-                self.signals.received = None
+            self.signals.received = None  # under torchrun every process gets the signal
+            request = self.world.decide(request)
             if request is not None:
                 outcome = self._handle(request)
                 if outcome is not None:
@@ -361,9 +377,15 @@ class _Run:
 
     def _step(self) -> dict[str, float]:
         cfg = self.config.training
-        batches = [self.plan.batch(self.state.batches + i) for i in range(cfg.grad_accum)]
-        self.state.batches += cfg.grad_accum
-        targets = sum(b.target_tokens for b in batches)
+        world = self.world
+        # each process takes its share of the step's micro-batches: k*size + rank
+        first = self.state.batches
+        batches = [
+            self.plan.batch(first + i * world.size + world.rank) for i in range(cfg.grad_accum)
+        ]
+        self.state.batches += cfg.grad_accum * world.size
+        (targets_all,) = world.sum([sum(b.target_tokens for b in batches)])
+        targets = int(targets_all)
         total_loss = 0.0
         for batch in batches:
             loss_sum, _ = self._loss_sums(batch)
@@ -371,25 +393,32 @@ class _Run:
             loss = loss_sum / max(targets, 1)
             self.scaler.scale(loss).backward()
             total_loss += float(loss.detach())  # this is a CPU-GPU sync point
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        world.sum_gradients(trainable)
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm
-        )
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        real = sum(b.real_tokens for b in batches)
-        self.state.tokens += real
+        total_loss, real, padded, samples = world.sum(
+            [
+                total_loss,
+                sum(b.real_tokens for b in batches),
+                sum(b.input_ids.numel() for b in batches),
+                sum(b.samples for b in batches),
+            ]
+        )
+        self.state.tokens += int(real)
         return {
             "loss": total_loss,
             "lr": lr,
             "grad_norm": float(grad_norm),
             "real_tokens": real,
-            "padded_tokens": sum(b.input_ids.numel() for b in batches),
+            "padded_tokens": padded,
             "target_tokens": targets,
-            "samples": sum(b.samples for b in batches),
+            "samples": samples,
         }
 
     def _emit_metrics(self, window: list[dict[str, float]], recent: list[float]) -> None:
@@ -426,19 +455,23 @@ class _Run:
     def evaluate(self) -> dict[str, float]:
         assert self.val_plan is not None
         self.model.eval()
-        loss_sum, correct, count = 0.0, 0, 0
-        for batch in self.val_plan.eval_batches(self.config.training.eval_max_batches):
+        loss_sum, correct, count = 0.0, 0.0, 0.0
+        batches = self.val_plan.eval_batches(self.config.training.eval_max_batches)
+        for index, batch in enumerate(batches):
+            if index % self.world.size != self.world.rank:
+                continue  # another process evaluates this one
             loss, right = self._loss_sums(batch, count_right=True)
             loss_sum += float(loss)
             correct += right
             count += batch.target_tokens
+        loss_sum, correct, count = self.world.sum([loss_sum, correct, count])
         self.model.train()
         val_loss = loss_sum / max(count, 1)
         return {
             "val_loss": val_loss,
             "perplexity": math.exp(min(val_loss, 50)),
             "token_accuracy": correct / max(count, 1),
-            "tokens": count,
+            "tokens": int(count),
         }
 
     def _evaluate(self) -> bool:
@@ -466,6 +499,9 @@ class _Run:
     def save_checkpoint(self) -> None:
         step = self.state.step
         if step == self.saved_step:
+            return
+        if not self.world.is_main:  # the weights are the same everywhere: one writer
+            self.saved_step = step
             return
 
         def write(folder: Path) -> None:
@@ -516,6 +552,8 @@ class _Run:
     def finish(self, final_state: str) -> Outcome:
         """Write the model people will use, then say how the run ended."""
         self.save_checkpoint()
+        if not self.world.is_main:
+            return Outcome(final_state, self.state.step, EXIT_COMPLETED)
         out = self.dir / "model"
         self.model.eval()
         model: Any = self.model
@@ -546,4 +584,9 @@ def main_exit_code(run_dir: Path) -> int:
     if not (run_dir / "config.yaml").is_file():
         print(f"error: {run_dir} has no config.yaml", flush=True)
         return EXIT_FAILED
-    return train_run(run_dir).exit_code
+    outcome = train_run(run_dir)
+    if outcome.state == "paused" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # torchrun takes any other code for a crash and tears the group down noisily;
+        # the events already say "paused"
+        return EXIT_COMPLETED
+    return outcome.exit_code

@@ -1,0 +1,1 @@
+"""Models: safe archives, safetensors checks, export, model cards and the Hub."""
