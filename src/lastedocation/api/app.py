@@ -12,12 +12,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from lastedocation import __version__
-from lastedocation.api.routes import auth, datasets, health, pages, runs
+from lastedocation.api.routes import auth, datasets, health, models, pages, runs
 from lastedocation.auth.ratelimit import LoginLimiter
 from lastedocation.auth.tokens import TokenSigner, load_signing_key
 from lastedocation.datasets.service import clean_leftovers, import_sample_once
 from lastedocation.db import make_engine, migrate, session_factory
 from lastedocation.errors import StudioError
+from lastedocation.models.evaluator import Evaluator
 from lastedocation.runs.executor import LocalExecutor
 from lastedocation.runs.live import EventHub
 from lastedocation.runs.supervisor import Supervisor
@@ -47,10 +48,14 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
         heartbeat_timeout=settings.heartbeat_timeout_s,
     )
 
+    evaluator = Evaluator(settings=settings, sessions=sessions)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         supervisor.start()
+        evaluator.start()
         yield
+        evaluator.stop()
         supervisor.stop()  # trainers keep running; the next start re-attaches
         engine.dispose()
 
@@ -71,6 +76,7 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     app.state.login_limiter = login_limiter or LoginLimiter()
     app.state.supervisor = supervisor
     app.state.event_hub = EventHub(sessions)
+    app.state.evaluator = evaluator
 
     @app.exception_handler(StudioError)
     async def _studio_error(_request: Request, exc: StudioError) -> JSONResponse:
@@ -93,6 +99,7 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     app.include_router(auth.router, prefix="/api/v1")
     app.include_router(datasets.router, prefix="/api/v1")
     app.include_router(runs.router, prefix="/api/v1")
+    app.include_router(models.router, prefix="/api/v1")
     app.include_router(pages.router)
 
     def ready() -> bool:

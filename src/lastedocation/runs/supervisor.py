@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from lastedocation.models import registry
 from lastedocation.runs import service
 from lastedocation.runs.executor import Executor
 from lastedocation.runs.models import Run
@@ -80,6 +81,8 @@ class Supervisor:
             active = list(session.scalars(select(Run).where(Run.state.in_(ACTIVE))))
             for run in active:
                 self._watch(session, run)
+                if run.state == "completed":
+                    self._register(session, run)
             self.executor.reap()  # trainers that paused or finished: no zombies
             self._start_queued(session)
 
@@ -100,6 +103,16 @@ class Supervisor:
         elif self._stale(run, folder):
             self.executor.kill(run.pid)
             self._interrupt(session, run, "the trainer stopped heartbeating and was killed", None)
+
+    def _register(self, session: Session, run: Run) -> None:
+        """A completed run's model joins the registry (chat, evaluation, export)."""
+        try:
+            registry.register_run(session=session, settings=self.settings, run=run)
+        except Exception as exc:  # the run did complete; say why its model is missing
+            session.rollback()
+            run.message = f"the model could not be registered: {exc}"
+            session.commit()
+            log.exception("registering the model of run %s failed", run.id)
 
     def _stale(self, run: Run, folder: Path) -> bool:
         now = time.time()

@@ -112,11 +112,18 @@ def resolve_folder(config: ModelConfig) -> Path:
     return download_from_hub(config.hub_id or "", config.revision, config.cache_dir)
 
 
-def download_from_hub(hub_id: str, revision: str | None, cache_dir: Path | None) -> Path:
+def download_from_hub(
+    hub_id: str,
+    revision: str | None,
+    cache_dir: Path | None,
+    *,
+    tqdm_class: type[Any] | None = None,
+) -> Path:
     """Download a model (weights as safetensors, config, tokenizer) into the cache.
 
     Already-cached files are not fetched again. Offline, this fails with a message
-    that says how to use a local folder instead.
+    that says how to use a local folder instead. `tqdm_class` replaces
+    huggingface_hub's progress bars (the studio reports progress through it).
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -127,6 +134,7 @@ def download_from_hub(hub_id: str, revision: str | None, cache_dir: Path | None)
             revision=revision,
             cache_dir=cache_dir,
             allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"],
+            tqdm_class=tqdm_class,
         )
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
         raise ModelSourceError(

@@ -1,0 +1,181 @@
+"""Model registry routes: list, get, register a server folder, import (archive, Hub),
+export (folder + archive + model card), push to the Hub, delete, evaluations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import FileResponse
+
+from lastedocation.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
+from lastedocation.models import registry, service
+from lastedocation.models.schemas import (
+    EvaluationCreate,
+    EvaluationPublic,
+    ExportRequest,
+    FolderRegister,
+    HubImport,
+    HubPush,
+    ModelDetail,
+    ModelPublic,
+)
+
+router = APIRouter(prefix="/models", tags=["models"])
+_ARCHIVE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+
+
+@router.get("", response_model=list[ModelPublic])
+def list_models(session: SessionDep, user: CurrentUser) -> Any:
+    return registry.list_models(session=session, user=user)
+
+
+@router.get("/compare")
+def compare_models(
+    session: SessionDep,
+    user: CurrentUser,
+    ids: Annotated[list[int], Query(min_length=2, max_length=10)],
+    dataset_id: int | None = None,
+) -> dict[str, Any]:
+    """Models side by side (a base and its fine-tuned model, or several runs): each one's
+    latest completed evaluation and the change of every metric against the first."""
+    return service.compare_models(session=session, user=user, model_ids=ids, dataset_id=dataset_id)
+
+
+@router.get("/{model_id}", response_model=ModelDetail)
+def get_model(model_id: int, session: SessionDep, user: CurrentUser) -> Any:
+    return registry.get_model(session=session, model_id=model_id, user=user)
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=ModelDetail)
+def register_folder(
+    body: FolderRegister, session: SessionDep, settings: SettingsDep, _admin: AdminUser
+) -> Any:
+    """Register a Hugging Face folder already on the server (admins: it reads server paths).
+    Only safetensors weights are accepted; the folder is used in place."""
+    return registry.register_folder(
+        session=session, settings=settings, path=Path(body.path), name=body.name
+    )
+
+
+@router.post(
+    "/import/archive",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelDetail,
+    openapi_extra=_ARCHIVE_BODY,
+)
+async def import_archive(
+    request: Request, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> Any:
+    """Upload a .zip or .tar.gz of a model folder (safetensors weights only); paths that
+    leave the folder, links, too many files or too many bytes are refused."""
+    return await service.import_archive(
+        request=request, session=session, settings=settings, user=user
+    )
+
+
+@router.post("/import/hub", status_code=status.HTTP_201_CREATED, response_model=ModelDetail)
+def import_hub(
+    body: HubImport, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> Any:
+    """Download a model from the Hugging Face Hub once, into the studio's cache."""
+    return service.import_hub(
+        session=session,
+        settings=settings,
+        user=user,
+        repo_id=body.repo_id,
+        revision=body.revision,
+        name=body.name,
+    )
+
+
+@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_model(
+    model_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> Response:
+    entry = registry.get_model(session=session, model_id=model_id, user=user, to_change=True)
+    registry.delete_model(session=session, settings=settings, entry=entry)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{model_id}/export")
+def export_model(
+    model_id: int,
+    body: ExportRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+) -> dict[str, Any]:
+    """A clean folder (safetensors, config, tokenizer, generation config, model card),
+    checked by loading it fresh and generating; optionally packed as an archive."""
+    entry = registry.get_model(session=session, model_id=model_id, user=user)
+    return service.export_model(
+        session=session,
+        settings=settings,
+        entry=entry,
+        archive_format=body.archive,
+        license=body.license,
+    )
+
+
+@router.get("/{model_id}/export/archive", response_class=FileResponse)
+def download_export(
+    model_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> FileResponse:
+    entry = registry.get_model(session=session, model_id=model_id, user=user)
+    path = service.export_archive(settings=settings, entry=entry)
+    return FileResponse(path, filename=path.name, media_type="application/octet-stream")
+
+
+@router.post("/{model_id}/push")
+def push_model(
+    model_id: int, body: HubPush, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> dict[str, Any]:
+    """Upload the export to a Hub repository with the user's own token (not stored)."""
+    entry = registry.get_model(session=session, model_id=model_id, user=user)
+    return service.push(
+        session=session,
+        settings=settings,
+        entry=entry,
+        repo_id=body.repo_id,
+        token=body.token,
+        private=body.private,
+    )
+
+
+@router.post(
+    "/{model_id}/evaluations", status_code=status.HTTP_202_ACCEPTED, response_model=EvaluationPublic
+)
+def start_evaluation(
+    model_id: int,
+    body: EvaluationCreate,
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+) -> Any:
+    """Queue an evaluation on held-out rows: perplexity, then exact match, token F1,
+    chrF, BLEU and ROUGE of generated answers after Persian normalization."""
+    entry = registry.get_model(session=session, model_id=model_id, user=user)
+    evaluation = service.queue_evaluation(session=session, user=user, entry=entry, body=body)
+    request.app.state.evaluator.wake()
+    return evaluation
+
+
+@router.get("/{model_id}/evaluations", response_model=list[EvaluationPublic])
+def list_evaluations(model_id: int, session: SessionDep, user: CurrentUser) -> Any:
+    entry = registry.get_model(session=session, model_id=model_id, user=user)
+    return service.list_evaluations(session=session, entry=entry)
