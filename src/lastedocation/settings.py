@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(
         default=6.0, gt=0, description="A trainer silent this long is killed and interrupted."
     )
+    inference_max_models: int = Field(
+        default=2, ge=1, description="Models kept loaded for chat at once (least recently used go)."
+    )
+    inference_min_free_memory_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="Before loading a model, unload others while less memory than this would "
+        "stay free.",
+    )
+    max_new_tokens_limit: int = Field(
+        default=4096, ge=1, description="Most tokens one chat answer may have."
+    )
     sse_send_timeout_s: float = Field(
         default=30.0, gt=0, description="An event-stream client that stops reading is dropped."
     )

@@ -12,12 +12,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from lastedocation import __version__
-from lastedocation.api.routes import auth, datasets, health, models, pages, runs
+from lastedocation.api.routes import auth, datasets, health, models, openai_compat, pages, runs
 from lastedocation.auth.ratelimit import LoginLimiter
 from lastedocation.auth.tokens import TokenSigner, load_signing_key
 from lastedocation.datasets.service import clean_leftovers, import_sample_once
 from lastedocation.db import make_engine, migrate, session_factory
 from lastedocation.errors import StudioError
+from lastedocation.inference.cache import ModelCache
 from lastedocation.models.evaluator import Evaluator
 from lastedocation.runs.executor import LocalExecutor
 from lastedocation.runs.live import EventHub
@@ -70,6 +71,10 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.model_cache = ModelCache(
+        max_models=settings.inference_max_models,
+        min_free_memory_mb=settings.inference_min_free_memory_mb,
+    )
     app.state.engine = engine
     app.state.sessions = sessions
     app.state.signer = TokenSigner(load_signing_key(settings))
@@ -100,6 +105,7 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     app.include_router(datasets.router, prefix="/api/v1")
     app.include_router(runs.router, prefix="/api/v1")
     app.include_router(models.router, prefix="/api/v1")
+    app.include_router(openai_compat.router)
     app.include_router(pages.router)
 
     def ready() -> bool:

@@ -105,9 +105,10 @@ def import_hub(
 
 @router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_model(
-    model_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser
+    model_id: int, request: Request, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> Response:
     entry = registry.get_model(session=session, model_id=model_id, user=user, to_change=True)
+    request.app.state.model_cache.unload(registry.model_folder(settings, entry))
     registry.delete_model(session=session, settings=settings, entry=entry)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
