@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: studio test install lint typecheck pytest bench clean
+NPM_STAMP := node_modules/.installed
+
+.PHONY: studio test install assets browser lint typecheck pytest bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,14 +17,27 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# Front-end files (htmx, uPlot, the Vazirmatn font) from the npm registry, copied into
+# the package's static/vendor/ (ignored by git) and served by the studio itself.
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $(NPM_STAMP)
+
+assets: $(NPM_STAMP) $(STAMP)
+	$(BIN)/python -m lastedocation.web.assets node_modules
+
+install: $(STAMP) assets
+
+# The end-to-end tests drive Debian's Chromium.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 ## Install everything and start the studio on http://127.0.0.1:8000 (data in ./studio-data)
 studio: install
 	$(BIN)/lastedocation serve
 
 ## Install everything the tests need, then lint, type-check and run the tests
-test: install lint typecheck pytest
+test: install browser lint typecheck pytest
 
 lint:
 	$(BIN)/ruff check src tests bench
@@ -37,5 +52,9 @@ pytest:
 bench: install
 	$(BIN)/python bench/dataset_bench.py
 
+## Screenshots of the main pages (Persian/light, English/dark; desktop and phone) into screenshots/
+screenshots: install browser
+	$(BIN)/python -m tests.e2e.screenshots screenshots
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf node_modules $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

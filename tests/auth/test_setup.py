@@ -67,14 +67,19 @@ def test_setup_page_form(app: FastAPI) -> None:
         token = _token(app)
         page = client.get("/setup", params={"token": token})
         assert page.status_code == 200 and f'value="{token}"' in page.text
-        form = {"token": token, "username": "shirin", "password": PASSWORD}
+        assert page.headers["content-type"].startswith("text/html")
+        csrf = client.cookies.get("ldt_csrf")
+        assert csrf  # the page gave this browser its CSRF token
+        form = {"token": token, "username": "shirin", "password": PASSWORD, "csrf_token": csrf}
+        forged = client.post("/setup", data={**form, "csrf_token": "x", "password_again": PASSWORD})
+        assert forged.status_code == 403  # a form posted from elsewhere
         mismatch = client.post("/setup", data={**form, "password_again": PASSWORD + "x"})
         assert mismatch.status_code == 400
         short = client.post("/setup", data={**form, "password": "short", "password_again": "short"})
         assert short.status_code == 400 and "at least 10 characters" in short.text
         done = client.post("/setup", data={**form, "password_again": PASSWORD})
-        assert done.status_code == 200 and "shirin" in done.text
-        assert "<form" not in client.get("/setup", params={"token": token}).text
+        assert done.status_code == 200 and done.url.path == "/"  # signed in, on the dashboard
+        assert 'action="/setup"' not in client.get("/setup", params={"token": token}).text
         sign_in(client, "shirin")
 
 

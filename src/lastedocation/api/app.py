@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from lastedocation import __version__
-from lastedocation.api.routes import auth, datasets, health, models, openai_compat, pages, runs
+from lastedocation.api.routes import auth, datasets, health, models, openai_compat, runs
 from lastedocation.auth.ratelimit import LoginLimiter
 from lastedocation.auth.tokens import TokenSigner, load_signing_key
 from lastedocation.datasets.service import clean_leftovers, import_sample_once
@@ -24,6 +24,7 @@ from lastedocation.runs.executor import LocalExecutor
 from lastedocation.runs.live import EventHub
 from lastedocation.runs.supervisor import Supervisor
 from lastedocation.settings import Settings
+from lastedocation.web import mount as web
 
 log = logging.getLogger("lastedocation")
 
@@ -77,16 +78,19 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     )
     app.state.engine = engine
     app.state.sessions = sessions
-    app.state.signer = TokenSigner(load_signing_key(settings))
+    app.state.signing_key = load_signing_key(settings)
+    app.state.signer = TokenSigner(app.state.signing_key)
     app.state.login_limiter = login_limiter or LoginLimiter()
     app.state.supervisor = supervisor
     app.state.event_hub = EventHub(sessions)
     app.state.evaluator = evaluator
 
     @app.exception_handler(StudioError)
-    async def _studio_error(_request: Request, exc: StudioError) -> JSONResponse:
+    async def _studio_error(request: Request, exc: StudioError) -> Response:
         if exc.status_code >= 500:
             log.exception("unexpected error", exc_info=exc)
+        if web.is_page(request):
+            return web.error_page(request, exc)
         return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -106,7 +110,7 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     app.include_router(runs.router, prefix="/api/v1")
     app.include_router(models.router, prefix="/api/v1")
     app.include_router(openai_compat.router)
-    app.include_router(pages.router)
+    web.install(app)
 
     def ready() -> bool:
         with engine.connect() as connection:

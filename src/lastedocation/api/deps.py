@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from lastedocation.auth import browser
 from lastedocation.auth import service as auth_service
 from lastedocation.auth.models import User
 from lastedocation.auth.ratelimit import LoginLimiter
@@ -56,10 +57,22 @@ ClientAddress = Annotated[str, Depends(_client_address)]
 
 
 def _current_user(
+    request: Request,
     session: SessionDep,
     signer: SignerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
+    cookie = request.cookies.get(browser.SESSION_COOKIE)
+    if credentials is None and cookie:  # the web UI's pages calling the API
+        user = browser.user_for_cookie(
+            session=session, key=request.app.state.signing_key, cookie=cookie
+        )
+        browser.check_csrf(
+            method=request.method,
+            cookie=request.cookies.get(browser.CSRF_COOKIE),
+            sent=request.headers.get(browser.CSRF_HEADER),
+        )
+        return user
     if credentials is None:
         raise Unauthorized(
             "sign in first: send `Authorization: Bearer TOKEN` with an access token from "
@@ -81,7 +94,7 @@ def _streaming_user(
     """The current user, for long responses (SSE): a session dependency would hold
     its database connection for the whole stream, so this one closes it at once."""
     with request.app.state.sessions() as session:
-        return _current_user(session, signer, credentials)
+        return _current_user(request, session, signer, credentials)
 
 
 StreamingUser = Annotated[User, Depends(_streaming_user)]
