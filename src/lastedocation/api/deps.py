@@ -1,12 +1,14 @@
-"""Dependencies shared by the routes, as `Annotated` aliases."""
+"""Dependencies shared by the routes, as `Annotated` aliases, and the error answers
+the routes document (`error_responses`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from lastedocation.auth import browser
@@ -14,8 +16,58 @@ from lastedocation.auth import service as auth_service
 from lastedocation.auth.models import User
 from lastedocation.auth.ratelimit import LoginLimiter
 from lastedocation.auth.tokens import TokenSigner
+from lastedocation.datasets.schemas import MAX_DB_INT
 from lastedocation.errors import Forbidden, Unauthorized
 from lastedocation.settings import Settings
+
+
+class Problem(BaseModel):
+    field: str | None = Field(description="The field at fault (dotted path); none: the request.")
+    message: str
+
+
+class ErrorPublic(BaseModel):
+    """Every error answer: a stable code, a sentence naming the problem and the fix,
+    and structured facts beside them (row, field, limit, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(description="A stable code: invalid_input, not_found, conflict, ...")
+    detail: str
+    problems: list[Problem] | None = Field(
+        default=None, description="Each problem of an invalid request or config."
+    )
+
+
+_ERRORS: dict[int, dict[str, Any]] = {
+    400: {"description": "The request is wrong; the answer names the field and the fix."},
+    401: {
+        "description": "No valid credentials: sign in first.",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    },
+    403: {"description": "Signed in, but this needs another role."},
+    404: {"description": "No such item, or it is not yours."},
+    409: {"description": "The item exists, or its state forbids this."},
+    413: {"description": "The upload passes the size limit."},
+    422: {
+        "description": "The request does not fit this schema (`problems` lists each field), "
+        "or an upload has no usable row."
+    },
+    429: {
+        "description": "Too many failed sign-ins.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` for these error statuses, each with the error body."""
+    return {code: {**_ERRORS[code], "model": ErrorPublic} for code in codes}
+
+
+# An item's id in a path: 1 or more, and small enough for the database (a larger
+# number answers 422 naming the limit, not a database error).
+ItemId = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
 
 _bearer = HTTPBearer(
     auto_error=False,

@@ -207,9 +207,11 @@ def change_password(
     user: User,
     current_password: str,
     new_password: str,
-) -> TokenPair:
+    issue_tokens: bool = True,
+) -> TokenPair | None:
     """Set a new password; every access and refresh token issued before stops working.
-    Returns a fresh pair for the client that made the change (API tokens stay valid)."""
+    Returns a fresh pair for the client that made the change (API tokens stay valid);
+    the web UI starts a browser session instead (`issue_tokens=False`)."""
     if not verify_password(user.password_hash, current_password):
         raise InvalidInput("the current password is wrong", field="current_password")
     check_new_password(new_password, field="new_password")
@@ -219,6 +221,8 @@ def change_password(
     user.password_hash = hash_password(new_password)
     _revoke(session, RefreshToken.user_id == user.id)
     session.commit()
+    if not issue_tokens:
+        return None
     return _issue(session=session, signer=signer, user=user, family=uuid.uuid4().hex)
 
 

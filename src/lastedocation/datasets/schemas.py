@@ -21,6 +21,11 @@ def _utc(value: datetime) -> datetime:
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
+# The database stores 64-bit integers: a larger id, offset or seed is refused as
+# input (422) instead of failing in the database driver.
+MAX_DB_INT = 2**63 - 1
+RowId = Annotated[int, Field(ge=1, le=MAX_DB_INT, description="An id (1 or more).")]
+
 
 class ImportOptions(BaseModel):
     """How to read an upload. Leave the formats empty to detect them."""
@@ -109,7 +114,7 @@ class SplitCreate(BaseModel):
         default=None, description="Field whose groups stay together (e.g. qid); none: by row."
     )
     validation_fraction: float = Field(default=0.1, gt=0, lt=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_DB_INT)
 
 
 class SplitPublic(BaseModel):

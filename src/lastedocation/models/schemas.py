@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lastedocation.datasets.schemas import RowId
+
 
 class ModelPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -53,7 +55,7 @@ class HubPush(BaseModel):
 
 
 class EvaluationCreate(BaseModel):
-    dataset_id: int = Field(description="Held-out rows to evaluate on.")
+    dataset_id: RowId = Field(description="Held-out rows to evaluate on.")
     max_rows: int = Field(default=50, ge=1, le=10_000)
     max_new_tokens: int = Field(default=64, ge=1, le=1024)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from lastedocation.datasets.schemas import UtcDatetime
+from lastedocation.datasets.schemas import RowId, UtcDatetime
 from lastedocation.runs.states import allowed_actions
 
 
@@ -15,7 +15,7 @@ class RunCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset_id: int
+    dataset_id: RowId
     name: str = Field(default="run", max_length=200)
     data: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)

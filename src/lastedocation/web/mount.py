@@ -8,7 +8,7 @@ from html import escape
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -27,6 +27,14 @@ def page_routers() -> list[APIRouter]:
         loaded = importlib.import_module(f"{pages.__name__}.{module.name}")
         found.append(loaded.router)
     return found
+
+
+_HTTP_ERROR_CODES = {
+    400: "invalid_input",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
 
 
 def is_page(request: Request) -> bool:
@@ -48,7 +56,7 @@ def error_page(request: Request, exc: StudioError) -> HTMLResponse:
     title = titles.get(exc.status_code, lang.gettext("Something went wrong"))
     message = lang.gettext(exc.detail)
     if request.headers.get("HX-Request"):
-        text = f"{escape(title)}: {escape(message)}"
+        text = f'{escape(title)}: <span dir="auto">{escape(message)}</span>'
         fragment = f'<div class="alert error" role="alert">{text}</div>'
 
         return HTMLResponse(fragment, status_code=exc.status_code)
@@ -66,7 +74,16 @@ def install(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if is_page(request) and exc.status_code == 404:
             return error_page(request, NotFound(f"there is no page at {request.url.path}"))
-        return await http_exception_handler(request, exc)
+        if exc.status_code < 400:
+            return await http_exception_handler(request, exc)
+        # the framework's own refusals (no such path, wrong method, unreadable body) in
+        # the studio's error shape, so that every error answer fits `ErrorPublic`
+        code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": code, "detail": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: SignInRequired) -> Response:

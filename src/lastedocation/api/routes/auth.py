@@ -12,9 +12,11 @@ from lastedocation.api.deps import (
     AdminUser,
     ClientAddress,
     CurrentUser,
+    ItemId,
     LoginLimiterDep,
     SessionDep,
     SignerDep,
+    error_responses,
 )
 from lastedocation.auth import service, setup
 from lastedocation.auth.schemas import (
@@ -32,9 +34,16 @@ from lastedocation.auth.schemas import (
 )
 
 router = APIRouter(tags=["accounts"])
+# the error answers each kind of route can give, documented in the OpenAPI schema
+_WITH_BODY = error_responses(400, 401, 422)  # 400: a body that is not UTF-8 JSON
 
 
-@router.post("/auth/setup", status_code=status.HTTP_201_CREATED, response_model=UserPublic)
+@router.post(
+    "/auth/setup",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserPublic,
+    responses=error_responses(400, 403, 409, 422),
+)
 def complete_setup(body: SetupCreate, session: SessionDep) -> Any:
     """Create the first admin with the one-time token from the printed set-up link."""
     return setup.complete_setup(
@@ -42,7 +51,9 @@ def complete_setup(body: SetupCreate, session: SessionDep) -> Any:
     )
 
 
-@router.post("/auth/login", response_model=TokenPairPublic)
+@router.post(
+    "/auth/login", response_model=TokenPairPublic, responses=error_responses(400, 401, 422, 429)
+)
 def login(
     body: LoginIn,
     session: SessionDep,
@@ -61,13 +72,15 @@ def login(
     )
 
 
-@router.post("/auth/refresh", response_model=TokenPairPublic)
+@router.post(
+    "/auth/refresh", response_model=TokenPairPublic, responses=error_responses(400, 401, 422)
+)
 def refresh(body: RefreshIn, session: SessionDep, signer: SignerDep) -> Any:
     """Trade a refresh token for a new pair; the old refresh token is spent."""
     return service.refresh(session=session, signer=signer, refresh_token=body.refresh_token)
 
 
-@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, responses=_WITH_BODY)
 def logout(user: CurrentUser, session: SessionDep, body: LogoutIn | None = None) -> Response:
     """End a session (its refresh token), or every session of yours without a body."""
     token = body.refresh_token if body else None
@@ -75,12 +88,14 @@ def logout(user: CurrentUser, session: SessionDep, body: LogoutIn | None = None)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/auth/me", response_model=UserPublic)
+@router.get("/auth/me", response_model=UserPublic, responses=error_responses(401))
 def me(user: CurrentUser) -> Any:
     return user
 
 
-@router.post("/auth/password", response_model=TokenPairPublic)
+@router.post(
+    "/auth/password", response_model=TokenPairPublic, responses=error_responses(400, 401, 422)
+)
 def change_password(
     body: PasswordChange, user: CurrentUser, session: SessionDep, signer: SignerDep
 ) -> Any:
@@ -95,31 +110,49 @@ def change_password(
     )
 
 
-@router.get("/auth/tokens", response_model=list[ApiTokenPublic])
+@router.get("/auth/tokens", response_model=list[ApiTokenPublic], responses=error_responses(401))
 def list_api_tokens(user: CurrentUser, session: SessionDep) -> Any:
     return service.list_api_tokens(session=session, user=user)
 
 
-@router.post("/auth/tokens", status_code=status.HTTP_201_CREATED, response_model=ApiTokenCreated)
+@router.post(
+    "/auth/tokens",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApiTokenCreated,
+    responses=_WITH_BODY,
+)
 def create_api_token(body: ApiTokenCreate, user: CurrentUser, session: SessionDep) -> Any:
     """A new API token for scripts; the secret (`token`) is shown in this answer only."""
     token, secret = service.create_api_token(session=session, user=user, name=body.name)
     return {**ApiTokenPublic.model_validate(token).model_dump(), "token": secret}
 
 
-@router.delete("/auth/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_api_token(token_id: int, user: CurrentUser, session: SessionDep) -> Response:
+@router.delete(
+    "/auth/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 404, 422),
+)
+def revoke_api_token(token_id: ItemId, user: CurrentUser, session: SessionDep) -> Response:
     service.revoke_api_token(session=session, user=user, token_id=token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/users", response_model=list[UserPublic], tags=["users"])
+@router.get(
+    "/users",
+    response_model=list[UserPublic],
+    tags=["users"],
+    responses=error_responses(401, 403),
+)
 def list_users(_admin: AdminUser, session: SessionDep) -> Any:
     return service.list_users(session=session)
 
 
 @router.post(
-    "/users", status_code=status.HTTP_201_CREATED, response_model=UserPublic, tags=["users"]
+    "/users",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserPublic,
+    tags=["users"],
+    responses=error_responses(400, 401, 403, 409, 422),
 )
 def create_user(body: UserCreate, _admin: AdminUser, session: SessionDep) -> Any:
     return service.create_user(
@@ -127,8 +160,13 @@ def create_user(body: UserCreate, _admin: AdminUser, session: SessionDep) -> Any
     )
 
 
-@router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["users"])
-def delete_user(user_id: int, admin: AdminUser, session: SessionDep) -> Response:
+@router.delete(
+    "/users/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["users"],
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+def delete_user(user_id: ItemId, admin: AdminUser, session: SessionDep) -> Response:
     """Delete an account; its datasets pass to you."""
     service.delete_user(session=session, admin=admin, user_id=user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

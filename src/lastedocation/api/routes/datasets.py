@@ -13,7 +13,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from lastedocation.api.deps import CurrentUser, SessionDep, SettingsDep
+from lastedocation.api.deps import (
+    CurrentUser,
+    ItemId,
+    SessionDep,
+    SettingsDep,
+    error_responses,
+)
 from lastedocation.api.upload import receive_upload
 from lastedocation.datasets import service
 from lastedocation.datasets.schemas import (
@@ -27,7 +33,10 @@ from lastedocation.datasets.schemas import (
 )
 from lastedocation.settings import Settings
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+# every route needs a signed-in user; the errors each route can give are documented
+router = APIRouter(prefix="/datasets", tags=["datasets"], responses=error_responses(401))
+_ONE = error_responses(404, 422)  # a route on one dataset: not found (or not yours), bad id
+_UPLOADED = error_responses(400, 413, 422)  # not multipart, bad options, too big, no valid row
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -60,7 +69,7 @@ async def _receive(request: Request, settings: Settings) -> tuple[Path, str]:
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetImported,
     openapi_extra=_UPLOAD_BODY,
-    responses={413: {"description": "Upload over the limit"}, 422: {"description": "Invalid"}},
+    responses=_UPLOADED,
 )
 async def upload_dataset(
     request: Request,
@@ -94,7 +103,9 @@ async def upload_dataset(
         path.unlink(missing_ok=True)
 
 
-@router.post("/validate", response_model=ValidationPublic, openapi_extra=_UPLOAD_BODY)
+@router.post(
+    "/validate", response_model=ValidationPublic, openapi_extra=_UPLOAD_BODY, responses=_UPLOADED
+)
 async def validate_dataset(
     request: Request,
     _user: CurrentUser,
@@ -118,14 +129,14 @@ def list_datasets(user: CurrentUser, session: SessionDep) -> Any:
     return service.list_datasets(session=session, user=user)
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic)
-def get_dataset(dataset_id: int, user: CurrentUser, session: SessionDep) -> Any:
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=_ONE)
+def get_dataset(dataset_id: ItemId, user: CurrentUser, session: SessionDep) -> Any:
     return service.get_dataset(session=session, dataset_id=dataset_id, user=user)
 
 
-@router.get("/{dataset_id}/preview", response_model=PreviewPublic)
+@router.get("/{dataset_id}/preview", response_model=PreviewPublic, responses=_ONE)
 def preview_dataset(
-    dataset_id: int,
+    dataset_id: ItemId,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
@@ -143,22 +154,25 @@ def preview_dataset(
     }
 
 
-@router.get("/{dataset_id}/stats")
-def dataset_stats(dataset_id: int, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+@router.get("/{dataset_id}/stats", responses=_ONE)
+def dataset_stats(dataset_id: ItemId, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
     return service.get_dataset(session=session, dataset_id=dataset_id, user=user).stats
 
 
-@router.get("/{dataset_id}/report")
-def dataset_report(dataset_id: int, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+@router.get("/{dataset_id}/report", responses=_ONE)
+def dataset_report(dataset_id: ItemId, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
     dataset = service.get_dataset(session=session, dataset_id=dataset_id, user=user)
     return {"report": dataset.report, "normalization": dataset.normalization}
 
 
 @router.post(
-    "/{dataset_id}/splits", status_code=status.HTTP_201_CREATED, response_model=SplitPublic
+    "/{dataset_id}/splits",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SplitPublic,
+    responses=error_responses(400, 404, 422),
 )
 def split_dataset(
-    dataset_id: int,
+    dataset_id: ItemId,
     body: SplitCreate,
     user: CurrentUser,
     session: SessionDep,
@@ -175,14 +189,18 @@ def split_dataset(
     )
 
 
-@router.get("/{dataset_id}/splits", response_model=list[SplitPublic])
-def list_splits(dataset_id: int, user: CurrentUser, session: SessionDep) -> Any:
+@router.get("/{dataset_id}/splits", response_model=list[SplitPublic], responses=_ONE)
+def list_splits(dataset_id: ItemId, user: CurrentUser, session: SessionDep) -> Any:
     return service.get_dataset(session=session, dataset_id=dataset_id, user=user).splits
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{dataset_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(403, 404, 422),
+)
 def delete_dataset(
-    dataset_id: int, user: CurrentUser, session: SessionDep, settings: SettingsDep
+    dataset_id: ItemId, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> Response:
     dataset = service.get_dataset(session=session, dataset_id=dataset_id, user=user, to_delete=True)
     service.delete_dataset(session=session, settings=settings, dataset=dataset)

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from lastedocation.api.deps import CurrentUser
+from lastedocation.api.deps import CurrentUser, error_responses
 from lastedocation.system import system_figures
 
 router = APIRouter(tags=["health"])
@@ -19,13 +19,16 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/api/v1/system")
+@router.get("/api/v1/system", responses=error_responses(401))
 def system(request: Request, _user: CurrentUser) -> dict[str, Any]:
     """Real CPU, memory, disk (of the data folder) and GPU figures."""
     return system_figures(request.app.state.settings.data_dir)
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "The database does not answer or the data folder is gone."}},
+)
 def readyz(request: Request) -> JSONResponse:
     """The database answers and the data folder exists."""
     try:

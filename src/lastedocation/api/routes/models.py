@@ -9,7 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse
 
-from lastedocation.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
+from lastedocation.api.deps import (
+    AdminUser,
+    CurrentUser,
+    ItemId,
+    SessionDep,
+    SettingsDep,
+    error_responses,
+)
+from lastedocation.datasets.schemas import MAX_DB_INT, RowId
 from lastedocation.models import registry, service
 from lastedocation.models.schemas import (
     EvaluationCreate,
@@ -22,7 +30,13 @@ from lastedocation.models.schemas import (
     ModelPublic,
 )
 
-router = APIRouter(prefix="/models", tags=["models"])
+# every route needs a signed-in user; the errors each route can give are documented
+router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(401))
+_ONE = error_responses(404, 422)  # a route on one model: not found (or not yours), bad id
+# the routes that reach the Hub answer 503 when it cannot be reached
+_HUB_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {"description": "The Hugging Face Hub cannot be reached; the answer says what to do."}
+}
 _ARCHIVE_BODY = {
     "requestBody": {
         "required": True,
@@ -44,24 +58,29 @@ def list_models(session: SessionDep, user: CurrentUser) -> Any:
     return registry.list_models(session=session, user=user)
 
 
-@router.get("/compare")
+@router.get("/compare", responses=error_responses(400, 404, 409, 422))
 def compare_models(
     session: SessionDep,
     user: CurrentUser,
-    ids: Annotated[list[int], Query(min_length=2, max_length=10)],
-    dataset_id: int | None = None,
+    ids: Annotated[list[RowId], Query(min_length=2, max_length=10)],
+    dataset_id: Annotated[int | None, Query(ge=1, le=MAX_DB_INT)] = None,
 ) -> dict[str, Any]:
     """Models side by side (a base and its fine-tuned model, or several runs): each one's
     latest completed evaluation and the change of every metric against the first."""
     return service.compare_models(session=session, user=user, model_ids=ids, dataset_id=dataset_id)
 
 
-@router.get("/{model_id}", response_model=ModelDetail)
-def get_model(model_id: int, session: SessionDep, user: CurrentUser) -> Any:
+@router.get("/{model_id}", response_model=ModelDetail, responses=_ONE)
+def get_model(model_id: ItemId, session: SessionDep, user: CurrentUser) -> Any:
     return registry.get_model(session=session, model_id=model_id, user=user)
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=ModelDetail)
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelDetail,
+    responses=error_responses(400, 403, 409, 422),
+)
 def register_folder(
     body: FolderRegister, session: SessionDep, settings: SettingsDep, _admin: AdminUser
 ) -> Any:
@@ -77,6 +96,7 @@ def register_folder(
     status_code=status.HTTP_201_CREATED,
     response_model=ModelDetail,
     openapi_extra=_ARCHIVE_BODY,
+    responses=error_responses(400, 409, 413, 422),
 )
 async def import_archive(
     request: Request, session: SessionDep, settings: SettingsDep, user: CurrentUser
@@ -88,7 +108,12 @@ async def import_archive(
     )
 
 
-@router.post("/import/hub", status_code=status.HTTP_201_CREATED, response_model=ModelDetail)
+@router.post(
+    "/import/hub",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelDetail,
+    responses={**error_responses(400, 404, 409, 422), **_HUB_DOWN},
+)
 def import_hub(
     body: HubImport, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> Any:
@@ -103,9 +128,17 @@ def import_hub(
     )
 
 
-@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{model_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(403, 404, 409, 422),
+)
 def delete_model(
-    model_id: int, request: Request, session: SessionDep, settings: SettingsDep, user: CurrentUser
+    model_id: ItemId,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
 ) -> Response:
     entry = registry.get_model(session=session, model_id=model_id, user=user, to_change=True)
     request.app.state.model_cache.unload(registry.model_folder(settings, entry))
@@ -113,9 +146,9 @@ def delete_model(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{model_id}/export")
+@router.post("/{model_id}/export", responses=error_responses(400, 404, 409, 422))
 def export_model(
-    model_id: int,
+    model_id: ItemId,
     body: ExportRequest,
     session: SessionDep,
     settings: SettingsDep,
@@ -133,18 +166,18 @@ def export_model(
     )
 
 
-@router.get("/{model_id}/export/archive", response_class=FileResponse)
+@router.get("/{model_id}/export/archive", response_class=FileResponse, responses=_ONE)
 def download_export(
-    model_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser
+    model_id: ItemId, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> FileResponse:
     entry = registry.get_model(session=session, model_id=model_id, user=user)
     path = service.export_archive(settings=settings, entry=entry)
     return FileResponse(path, filename=path.name, media_type="application/octet-stream")
 
 
-@router.post("/{model_id}/push")
+@router.post("/{model_id}/push", responses={**error_responses(400, 404, 409, 422), **_HUB_DOWN})
 def push_model(
-    model_id: int, body: HubPush, session: SessionDep, settings: SettingsDep, user: CurrentUser
+    model_id: ItemId, body: HubPush, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> dict[str, Any]:
     """Upload the export to a Hub repository with the user's own token (not stored)."""
     entry = registry.get_model(session=session, model_id=model_id, user=user)
@@ -159,10 +192,13 @@ def push_model(
 
 
 @router.post(
-    "/{model_id}/evaluations", status_code=status.HTTP_202_ACCEPTED, response_model=EvaluationPublic
+    "/{model_id}/evaluations",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=EvaluationPublic,
+    responses=error_responses(400, 404, 409, 422),
 )
 def start_evaluation(
-    model_id: int,
+    model_id: ItemId,
     body: EvaluationCreate,
     request: Request,
     session: SessionDep,
@@ -176,7 +212,7 @@ def start_evaluation(
     return evaluation
 
 
-@router.get("/{model_id}/evaluations", response_model=list[EvaluationPublic])
-def list_evaluations(model_id: int, session: SessionDep, user: CurrentUser) -> Any:
+@router.get("/{model_id}/evaluations", response_model=list[EvaluationPublic], responses=_ONE)
+def list_evaluations(model_id: ItemId, session: SessionDep, user: CurrentUser) -> Any:
     entry = registry.get_model(session=session, model_id=model_id, user=user)
     return service.list_evaluations(session=session, entry=entry)

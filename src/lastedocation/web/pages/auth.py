@@ -30,7 +30,7 @@ def _local(path: str | None) -> str:
     return path
 
 
-def _signed_in(request: Request, target: str, cookie: browser.BrowserSession) -> Response:
+def signed_in(request: Request, target: str, cookie: browser.BrowserSession) -> Response:
     response = RedirectResponse(target, status_code=303)
     secure = request.url.scheme == "https"
     response.set_cookie(
@@ -80,7 +80,7 @@ def login_submit(
         return render(request, "auth/login.html", context, status_code=exc.status_code)
     limiter.succeeded(username=accounts.normalize_username(username))
     cookie = browser.start(session=session, key=signing_key(request), user=user)
-    return _signed_in(request, _local(next), cookie)
+    return signed_in(request, _local(next), cookie)
 
 
 @router.post("/logout", dependencies=[CsrfChecked])
@@ -138,4 +138,4 @@ def setup_submit(
         context["error"] = exc.detail
         return render(request, "auth/setup.html", context, status_code=exc.status_code)
     cookie = browser.start(session=session, key=signing_key(request), user=user)
-    return _signed_in(request, "/", cookie)
+    return signed_in(request, "/", cookie)
