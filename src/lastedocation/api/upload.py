@@ -17,6 +17,23 @@ from starlette.requests import Request
 
 from lastedocation.errors import InvalidInput, PayloadTooLarge
 
+# The OpenAPI request body of a route that takes one file (its parser is ours, so
+# FastAPI cannot infer it).
+FILE_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+
 # Room for the multipart boundaries and headers around the file itself.
 _ENVELOPE = 64 * 1024
 _MAX_FIELD_BYTES = 4096

@@ -20,7 +20,7 @@ from lastedocation.api.deps import (
     SettingsDep,
     error_responses,
 )
-from lastedocation.api.upload import receive_upload
+from lastedocation.api.upload import FILE_UPLOAD_BODY, receive_upload
 from lastedocation.datasets import service
 from lastedocation.datasets.schemas import (
     DatasetImported,
@@ -37,20 +37,6 @@ from lastedocation.settings import Settings
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=error_responses(401))
 _ONE = error_responses(404, 422)  # a route on one dataset: not found (or not yours), bad id
 _UPLOADED = error_responses(400, 413, 422)  # not multipart, bad options, too big, no valid row
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            }
-        },
-    }
-}
 
 
 async def _receive(request: Request, settings: Settings) -> tuple[Path, str]:
@@ -68,7 +54,7 @@ async def _receive(request: Request, settings: Settings) -> tuple[Path, str]:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetImported,
-    openapi_extra=_UPLOAD_BODY,
+    openapi_extra=FILE_UPLOAD_BODY,
     responses=_UPLOADED,
 )
 async def upload_dataset(
@@ -104,7 +90,10 @@ async def upload_dataset(
 
 
 @router.post(
-    "/validate", response_model=ValidationPublic, openapi_extra=_UPLOAD_BODY, responses=_UPLOADED
+    "/validate",
+    response_model=ValidationPublic,
+    openapi_extra=FILE_UPLOAD_BODY,
+    responses=_UPLOADED,
 )
 async def validate_dataset(
     request: Request,

@@ -17,6 +17,7 @@ from lastedocation.api.deps import (
     SettingsDep,
     error_responses,
 )
+from lastedocation.api.upload import FILE_UPLOAD_BODY
 from lastedocation.datasets.schemas import MAX_DB_INT, RowId
 from lastedocation.models import registry, service
 from lastedocation.models.schemas import (
@@ -36,20 +37,6 @@ _ONE = error_responses(404, 422)  # a route on one model: not found (or not your
 # the routes that reach the Hub answer 503 when it cannot be reached
 _HUB_DOWN: dict[int | str, dict[str, Any]] = {
     503: {"description": "The Hugging Face Hub cannot be reached; the answer says what to do."}
-}
-_ARCHIVE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            }
-        },
-    }
 }
 
 
@@ -95,7 +82,7 @@ def register_folder(
     "/import/archive",
     status_code=status.HTTP_201_CREATED,
     response_model=ModelDetail,
-    openapi_extra=_ARCHIVE_BODY,
+    openapi_extra=FILE_UPLOAD_BODY,
     responses=error_responses(400, 409, 413, 422),
 )
 async def import_archive(
