@@ -93,7 +93,14 @@ def serve(
             "or run `lastedocation users add NAME --admin`.",
             soft_wrap=True,
         )
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)
+    # open event streams last as long as their run: give them 5 s when the server stops
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+    )
 
 
 def _progress(path: Path) -> Progress:

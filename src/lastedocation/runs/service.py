@@ -249,7 +249,10 @@ def list_checkpoints(*, settings: Settings, run: Run) -> list[dict[str, Any]]:
     root = run_folder(settings, run) / "checkpoints"
     out = []
     for step, folder in ckpt.list_checkpoints(root):
-        manifest = json.loads((folder / ckpt.MANIFEST).read_text(encoding="utf-8"))
+        try:
+            manifest = json.loads((folder / ckpt.MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # pruned by the trainer while we looked
+            continue
         out.append({"step": step, "name": folder.name, "created": manifest["created"]})
     return out
 

@@ -21,9 +21,12 @@ API_PREFIXES = ("/api/", "/v1/", "/openapi.json", "/healthz", "/readyz", "/stati
 
 
 def page_routers() -> list[APIRouter]:
-    """The `router` of every module in `web/pages/` (one module per section)."""
+    """The `router` of every module in `web/pages/` (one module per section; modules
+    named `_...` are helpers)."""
     found = []
     for module in pkgutil.iter_modules(pages.__path__):
+        if module.name.startswith("_"):  # a helper of the page modules, not a section
+            continue
         loaded = importlib.import_module(f"{pages.__name__}.{module.name}")
         found.append(loaded.router)
     return found
