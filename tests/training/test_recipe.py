@@ -144,3 +144,22 @@ def test_trainer_imports_no_web_or_database_code() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_restart_before_the_first_checkpoint_voids_the_earlier_steps(
+    make_run: RunFactory,
+) -> None:
+    """A trainer that dies before its first checkpoint starts again at step 0: the
+    steps the dead one logged must not count twice."""
+    run_dir = make_run("early", training={"max_steps": 6, "save_every": 100, "eval_every": 100})
+
+    def crash(event: dict[str, Any]) -> None:
+        if event["type"] == "metrics" and event["step"] == 3:
+            raise RuntimeError("simulated crash")
+
+    assert train_run(run_dir, observer=crash).state == "failed"
+    assert not list((run_dir / "checkpoints").glob("step-*"))
+    assert train_run(run_dir).state == "completed"
+    events = _events(run_dir)
+    assert [m["step"] for m in effective_steps(events)] == [1, 2, 3, 4, 5, 6]
+    assert any(e["type"] == "rewind" and e["to_step"] == 0 for e in events)

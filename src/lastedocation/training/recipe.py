@@ -120,6 +120,7 @@ class _Run:
     ) -> None:
         self.dir = run_dir
         self.world = world or World()
+        self.earlier_events = events.seq > 0  # this run was started before
         self.events = events
         self.heartbeat = heartbeat
         self.signals = signals
@@ -169,6 +170,9 @@ class _Run:
         self._build_optimizer()
         if resume is not None:
             self._load_checkpoint(resume[0], resume[1])
+        if resume is not None or self.earlier_events:
+            # what an earlier process logged after this step is void (a process killed
+            # before its first checkpoint starts again from step 0)
             self.events.emit("rewind", to_step=self.state.step, sync=True)
         self.heartbeat.step = self.state.step
 
