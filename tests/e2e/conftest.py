@@ -149,13 +149,15 @@ class PageProblems:
         assert not found, "the pages logged errors:\n" + "\n".join(found)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright_driver() -> Iterator[Playwright]:
+    # package scope: Playwright's sync API keeps an event loop running in this thread,
+    # which later asyncio.run() calls (tests/runs) must not find
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium(playwright_driver: Playwright) -> Iterator[Browser]:
     if not Path(CHROMIUM).is_file():
         pytest.fail(
@@ -171,7 +173,7 @@ def chromium(playwright_driver: Playwright) -> Iterator[Browser]:
     browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     """A running studio with an admin account, one uploaded PerCQA dataset and a tiny run
     on it (training in the background while the tests look at the pages)."""
@@ -216,7 +218,7 @@ def new_context(
     return context
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def signed_in_state(chromium: Browser, studio: Studio) -> StorageState:
     """The admin's cookies after signing in through the login page."""
     problems = PageProblems()
