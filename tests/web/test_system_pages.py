@@ -33,7 +33,7 @@ def test_system_page_shows_the_machines_figures(browser: TestClient, settings: S
     assert f"از {disk_gb:,.1f} گیگابایت" in text
     assert f"<code>{settings.data_dir}</code>" in page.text
     load = re.search(r"میانگین بار \(۱، ۵ و ۱۵ دقیقه\): ([^<]+)<", page.text)
-    assert load and len(latin(load[1]).split(" · ")) == len(os.getloadavg())
+    assert load and len(latin(load[1]).split("، ")) == len(os.getloadavg())
     if torch.cuda.is_available():  # pragma: no cover - the CI machine has no GPU
         assert torch.cuda.get_device_name(0) in page.text
     else:
