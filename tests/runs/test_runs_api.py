@@ -192,3 +192,16 @@ def test_members_see_only_their_own_runs(fast_settings: Settings) -> None:
         assert babak.delete(f"/api/v1/runs/{run_id}").status_code == 404
         assert nobody.get("/api/v1/system").status_code == 401
         assert mina.delete(f"/api/v1/runs/{run_id}").status_code == 204
+
+
+def test_a_dataset_in_use_by_a_run_cannot_be_deleted(fast_settings: Settings) -> None:
+    with signed_in(fast_settings) as client:
+        dataset = upload_percqa(client, rows=60)
+        run_id = client.post("/api/v1/runs", json={"dataset_id": dataset, **TINY}).json()["id"]
+        refused = client.delete(f"/api/v1/datasets/{dataset}")
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["runs"] == [run_id] and "stop or delete" in refused.json()["detail"]
+        assert client.get(f"/api/v1/datasets/{dataset}/preview").status_code == 200  # intact
+        client.post(f"/api/v1/runs/{run_id}/stop")
+        wait_for(client, run_id, {"stopped", "completed"})
+        assert client.delete(f"/api/v1/datasets/{dataset}").status_code == 204

@@ -33,7 +33,7 @@ from lastedocation.auth.models import User
 from lastedocation.datasets.models import Dataset, DatasetSplit, StudioFact
 from lastedocation.datasets.scan import INDEX_EVERY, ScanOptions, ScanResult, scan_file
 from lastedocation.datasets.split import split_records
-from lastedocation.errors import DatasetInvalid, Forbidden, InvalidInput, NotFound
+from lastedocation.errors import Conflict, DatasetInvalid, Forbidden, InvalidInput, NotFound
 from lastedocation.settings import Settings
 
 MAX_PREVIEW_ROWS = 200
@@ -273,7 +273,22 @@ def get_split(*, session: Session, dataset: Dataset, split_id: int) -> DatasetSp
 
 
 def delete_dataset(*, session: Session, settings: Settings, dataset: Dataset) -> None:
-    """Delete the dataset's row, its splits, and its files unless another row shares them."""
+    """Delete the dataset's row, its splits, and its files unless another row shares them.
+    Refused while a run that may still train (queued, active, paused, interrupted) reads it."""
+    from lastedocation.runs.models import Run  # runs depend on datasets, not the reverse
+    from lastedocation.runs.states import FINAL
+
+    users = session.scalars(
+        select(Run.id).where(Run.dataset_id == dataset.id, Run.state.not_in(FINAL))
+    ).all()
+    if users:
+        listed = ", ".join(str(run_id) for run_id in users)
+        raise Conflict(
+            f"dataset {dataset.id} is used by run(s) {listed}, which may still train on it: "
+            "stop or delete those runs first",
+            dataset_id=dataset.id,
+            runs=list(users),
+        )
     sha = dataset.sha256
     split_folders = [settings.data_dir / s.folder for s in dataset.splits]
     session.delete(dataset)

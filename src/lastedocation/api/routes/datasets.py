@@ -186,7 +186,7 @@ def list_splits(dataset_id: ItemId, user: CurrentUser, session: SessionDep) -> A
 @router.delete(
     "/{dataset_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(403, 404, 422),
+    responses=error_responses(403, 404, 409, 422),
 )
 def delete_dataset(
     dataset_id: ItemId, user: CurrentUser, session: SessionDep, settings: SettingsDep
