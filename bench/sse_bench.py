@@ -61,32 +61,6 @@ WARMUP_STEPS = 20  # left out of the headless mean
 TIME_RE = re.compile(rb'"time": ([0-9.]+)')
 
 
-class LoggedServer(StudioServer):
-    """`StudioServer`, but its stderr goes to a file, to look for errors afterwards."""
-
-    def __init__(self, data_dir: Path, log_path: Path, **env: str) -> None:
-        super().__init__(data_dir, **env)
-        self.log_path = log_path
-
-    def start(self) -> LoggedServer:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "lastedocation.cli", "serve", "--port", str(self.port)],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.2)
-        self.kill()
-        raise SystemExit("the server did not become ready")
-
-
 class RssSampler(threading.Thread):
     def __init__(self, pid: int, every: float = 0.1) -> None:
         super().__init__(daemon=True)
@@ -284,7 +258,7 @@ def headless(config_path: Path, work: Path, steps: int) -> list[dict[str, Any]]:
 def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     data_dir = work / "studio"
     add_account(Settings(data_dir=data_dir, import_sample_dataset=False), ADMIN, role="admin")
-    server = LoggedServer(data_dir, work / "server.log").start()
+    server = StudioServer(data_dir, log_path=work / "server.log").start()
     assert server.process is not None
     sampler = RssSampler(server.process.pid)
     sampler.start()

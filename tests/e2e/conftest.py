@@ -10,12 +10,9 @@ import contextlib
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psutil
@@ -59,36 +56,17 @@ class Studio(StudioServer):
     """`lastedocation serve` whose output is kept, so the printed set-up link can be read."""
 
     def __init__(self, data_dir: Path, **env: str) -> None:
-        super().__init__(data_dir, **{**FAST, "PYTHONUNBUFFERED": "1", "COLUMNS": "300", **env})
-        self.output = data_dir.parent / f"{data_dir.name}-serve.log"
+        env = {**FAST, "PYTHONUNBUFFERED": "1", "COLUMNS": "300", **env}
+        super().__init__(data_dir, log_path=data_dir.parent / f"{data_dir.name}-serve.log", **env)
         self.setup_link: str | None = None
         self.dataset_id: int | None = None
         self.run_id: int | None = None
 
-    def start(self) -> Studio:
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        with self.output.open("wb") as log:  # the child keeps its own copy of the handle
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "lastedocation.cli", "serve", "--port", str(self.port)],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                ready = httpx.get(f"{self.url}/readyz").status_code == 200
-            except httpx.TransportError:
-                ready = False
-            if ready:  # serve prints the link before it starts listening
-                found = re.search(r"(http://\S+/setup\?token=\S+)", self.log())
-                self.setup_link = found.group(1) if found else None
-                return self
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.kill()
-        raise AssertionError(f"the studio did not become ready; its output:\n{self.log()}")
+    def start(self) -> Self:
+        super().start()  # serve prints the set-up link before it starts listening
+        found = re.search(r"(http://\S+/setup\?token=\S+)", self.log())
+        self.setup_link = found.group(1) if found else None
+        return self
 
     def stop(self) -> None:
         """Stop the server and the trainers it started (they run in their own sessions, to
@@ -108,7 +86,8 @@ class Studio(StudioServer):
         return Settings(data_dir=self.data_dir, import_sample_dataset=False)
 
     def log(self) -> str:
-        return self.output.read_text(encoding="utf-8", errors="replace")
+        assert self.log_path is not None
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     @contextlib.contextmanager
     def api(self, username: str = ADMIN, password: str = PASSWORD) -> Iterator[httpx.Client]:
