@@ -74,6 +74,12 @@ def test_a_completed_run_becomes_a_model_people_can_use(
         assert again.status_code == 201, again.text
         copy = again.json()
         assert copy["source"] == "upload" and copy["name"] == "copy"
+        twice = client.post(
+            "/api/v1/models/import/archive",
+            files={"file": ("copy.zip", download.content, "application/zip")},
+        )
+        assert twice.status_code == 201 and twice.json()["name"] == "copy-2"  # not a 409
+        assert client.delete(f"/api/v1/models/{twice.json()['id']}").status_code == 204
         data_dir = fast_settings.data_dir
         original = logits(data_dir / "models" / f"{model['id']:06d}")
         assert torch.equal(original, logits(data_dir / "models" / f"{copy['id']:06d}"))

@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -29,6 +29,9 @@ from lastedocation.models.weights import check_model_folder
 from lastedocation.runs.models import Run
 from lastedocation.settings import Settings
 from lastedocation.training.events import effective_steps, read_events
+
+if TYPE_CHECKING:
+    from lastedocation.inference.cache import ModelCache
 
 log = logging.getLogger("lastedocation.models")
 NAME_RE = re.compile(r"^[\w][\w.\-]{0,99}$")
@@ -96,7 +99,7 @@ def _check_name(session: Session, name: str) -> str:
     return name
 
 
-def _copy_tree(source: Path, dest: Path) -> None:
+def copy_tree(source: Path, dest: Path) -> None:
     """Hard links where the file system allows (a model's weights are large), else copies."""
 
     def link(src: str, dst: str) -> None:
@@ -136,7 +139,7 @@ def register_run(*, session: Session, settings: Settings, run: Run) -> ModelEntr
     staging = _staging(settings)
     try:
         if (run_dir / "model" / "config.json").is_file():
-            _copy_tree(run_dir / "model", staging / "model")
+            copy_tree(run_dir / "model", staging / "model")
         elif (run_dir / "adapter").is_dir():  # LoRA without merge: merge for serving
             from lastedocation.models.export import merge_lora
             from lastedocation.training.config import parse_config
@@ -227,14 +230,17 @@ def register_staged(
     settings: Settings,
     staged: Path,
     source: str,
-    name: str,
+    name: str | None,
+    fallback: str,
     owner_id: int | None,
     base_model: str | None = None,
 ) -> ModelEntry:
-    """A model folder the studio prepared (an extracted archive, a Hub download)."""
+    """A model folder the studio prepared (an extracted archive, a Hub download).
+    A `name` the user chose must be free; otherwise `fallback` (the file name, the
+    repo id) is made free with a number."""
     summary = check_model_folder(staged)
     entry = ModelEntry(
-        name=_check_name(session, name) if NAME_RE.match(name) else _free_name(session, name),
+        name=_check_name(session, name) if name else _free_name(session, fallback),
         source=source,
         folder="",
         base_model=base_model,
@@ -244,7 +250,13 @@ def register_staged(
     return _add(session, settings, entry, staged)
 
 
-def delete_model(*, session: Session, settings: Settings, entry: ModelEntry) -> None:
+def delete_model(
+    *, session: Session, settings: Settings, entry: ModelEntry, cache: ModelCache | None = None
+) -> None:
+    """Forget the model (unloading it from the chat cache) and delete its files, except a
+    `local` folder, which the studio never owned."""
+    if cache is not None:
+        cache.unload(model_folder(settings, entry))
     folder = None if entry.source == "local" else model_folder(settings, entry)
     session.delete(entry)
     session.commit()

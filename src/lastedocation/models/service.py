@@ -48,13 +48,14 @@ async def import_archive(
             max_total_bytes=settings.max_model_upload_bytes * 4,
             max_files=settings.max_archive_files,
         )
-        stem = name.removesuffix(".gz").removesuffix(".tar").removesuffix(".tgz")
+        suffix = next(s for s in ARCHIVE_SUFFIXES if name.lower().endswith(s))
         return registry.register_staged(
             session=session,
             settings=settings,
             staged=folder,
             source="upload",
-            name=stem.removesuffix(".zip"),
+            name=None,
+            fallback=name[: -len(suffix)],
             owner_id=user.id,
         )
     finally:
@@ -71,17 +72,19 @@ def import_hub(
     revision: str | None,
     name: str | None,
 ) -> ModelEntry:
-    """Download once into the studio's Hub cache and register a copy of the snapshot."""
+    """Download once into the studio's Hub cache and register the snapshot (hard links
+    to the cached files where the file system allows)."""
     snapshot = hub.download_model(repo_id, revision, settings.data_dir / "hub-cache")
     staging = settings.tmp_dir / f"model-hub-{uuid.uuid4().hex}"
     try:
-        shutil.copytree(snapshot, staging)
+        registry.copy_tree(snapshot, staging)
         return registry.register_staged(
             session=session,
             settings=settings,
             staged=staging,
             source="hub",
-            name=name or repo_id.replace("/", "--"),
+            name=name,
+            fallback=repo_id.replace("/", "--"),
             owner_id=None if user.is_admin else user.id,
             base_model=repo_id,
         )

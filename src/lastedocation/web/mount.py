@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 from html import escape
 
@@ -17,6 +18,7 @@ from lastedocation.web import assets, pages
 from lastedocation.web.deps import SignInRequired
 from lastedocation.web.render import language, render
 
+log = logging.getLogger("lastedocation.web")
 API_PREFIXES = ("/api/", "/v1/", "/openapi.json", "/healthz", "/readyz", "/static/")
 
 
@@ -69,6 +71,9 @@ def error_page(request: Request, exc: StudioError) -> HTMLResponse:
 
 def install(app: FastAPI) -> None:
     assets.VENDOR.mkdir(parents=True, exist_ok=True)
+    app.state.assets_missing = assets.missing()  # checked once, not on every page
+    if app.state.assets_missing:
+        log.warning("web UI files missing from %s: run `make studio`", assets.VENDOR)
     app.mount("/static", StaticFiles(directory=assets.STATIC), name="static")
     for router in page_routers():
         app.include_router(router)

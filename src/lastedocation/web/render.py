@@ -18,7 +18,6 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from lastedocation import __version__
 from lastedocation.auth.browser import CSRF_COOKIE
 from lastedocation.auth.models import User
-from lastedocation.web import assets
 from lastedocation.web.i18n import LANGUAGES, Language, pick
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -67,7 +66,7 @@ def render(
             "csrf": csrf,
             "nav": nav,
             "version": __version__,
-            "assets_missing": assets.missing(),
+            "assets_missing": request.app.state.assets_missing,
             **(context or {}),
         }
     )

@@ -128,8 +128,8 @@ def delete_model(
     user: CurrentUser,
 ) -> Response:
     entry = registry.get_model(session=session, model_id=model_id, user=user, to_change=True)
-    request.app.state.model_cache.unload(registry.model_folder(settings, entry))
-    registry.delete_model(session=session, settings=settings, entry=entry)
+    cache = request.app.state.model_cache
+    registry.delete_model(session=session, settings=settings, entry=entry, cache=cache)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

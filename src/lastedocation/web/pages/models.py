@@ -284,6 +284,6 @@ def delete(
     model_id: ModelId, request: Request, session: SessionDep, settings: SettingsDep, user: PageUser
 ) -> Response:
     entry = registry.get_model(session=session, model_id=model_id, user=user, to_change=True)
-    request.app.state.model_cache.unload(registry.model_folder(settings, entry))
-    registry.delete_model(session=session, settings=settings, entry=entry)
+    cache = request.app.state.model_cache
+    registry.delete_model(session=session, settings=settings, entry=entry, cache=cache)
     return RedirectResponse("/models", status_code=303)
