@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from safetensors.torch import load_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -13,6 +12,7 @@ from lastedocation.training.events import write_control
 from lastedocation.training.recipe import train_run
 from lastedocation.training.runtime import set_generation_ids
 from tests.conftest import PERCQA
+from tests.tiny import write_run
 
 TRAIN_ROWS = 240
 
@@ -59,25 +59,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     """A tiny scratch llama trained on the first PerCQA rows (the `make_run` setup
     of tests/training, fp32 so losses are comparable), with its starting point."""
     root = tmp_path_factory.mktemp("inference")
-    run_dir = root / "run"
-    run_dir.mkdir()
-    config = {
-        "name": "run",
-        "data": {"train": str(PERCQA), "max_rows": TRAIN_ROWS, "split_key": "qid"},
-        "model": {"source": "scratch", "preset": "llama-tiny", "vocab_size": 600},
-        "training": {
-            "seq_len": 128,
-            "batch_size": 4,
-            "max_steps": 24,
-            "lr": 0.003,
-            "eval_every": 12,
-            "save_every": 100,
-            "keep_last": 10,
-            "precision": "fp32",
-            "threads": 1,
-        },
-    }
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    run_dir = write_run(
+        root / "run",
+        data={"train": str(PERCQA), "max_rows": TRAIN_ROWS, "split_key": "qid"},
+        training={"max_steps": 24, "eval_every": 12, "keep_last": 10, "precision": "fp32"},
+    )
     # a checkpoint-now request is answered at the first step boundary: step 0
     write_control(run_dir, "checkpoint", "untrained")
     outcome = train_run(run_dir)

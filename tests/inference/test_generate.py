@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from lastedocation.errors import InvalidInput, NotFound
@@ -28,8 +27,8 @@ from lastedocation.inference.generate import (
     stream_chat,
 )
 from lastedocation.training.model_source import scratch_config, train_tokenizer
-from lastedocation.training.recipe import train_run
 from tests.conftest import PERCQA
+from tests.tiny import short_answers, train_tiny
 
 QUESTION = [{"role": "user", "content": "زانو درد دارم، چه کنم؟"}]
 
@@ -37,37 +36,14 @@ QUESTION = [{"role": "user", "content": "زانو درد دارم، چه کنم�
 def train_chat_model(root: Path) -> Path:
     """A tiny scratch llama trained on PerCQA rows whose answer is short (the thread's
     subject as the question), so its greedy answers are short and end with <|end|>."""
-    rows = []
-    with PERCQA.open(encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            if len(row["answer"]) <= 40:
-                subject = row["question"].split("\n")[0]
-                rows.append({"qid": row["qid"], "question": subject, "answer": row["answer"]})
-                if len(rows) == 400:
-                    break
-    data = root / "short-answers.jsonl"
-    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
-    run_dir = root / "chat-run"
-    run_dir.mkdir()
-    config = {
-        "name": "chat",
-        "data": {"train": str(data), "split_key": "qid"},
-        "model": {"source": "scratch", "preset": "llama-tiny", "vocab_size": 600},
-        "training": {
-            "seq_len": 128,
-            "batch_size": 4,
-            "max_steps": 100,
-            "lr": 0.003,
-            "eval_every": 100,
-            "save_every": 1000,
-            "precision": "fp32",
-            "threads": 1,
-        },
-    }
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    outcome = train_run(run_dir)
-    assert outcome.state == "completed", (run_dir / "events.jsonl").read_text(encoding="utf-8")
+    data = short_answers(
+        root / "short-answers.jsonl", rows=400, max_chars=40, subject_as_question=True
+    )
+    run_dir = train_tiny(
+        root / "chat-run",
+        data={"train": str(data), "split_key": "qid"},
+        training={"max_steps": 100, "eval_every": 100, "save_every": 1000, "precision": "fp32"},
+    )
     return run_dir / "model"
 
 

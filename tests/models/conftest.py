@@ -20,81 +20,44 @@ from typing import Any
 import huggingface_hub.constants
 import pytest
 import torch
-import yaml
 
-from lastedocation.training.recipe import train_run
-from tests.conftest import PERCQA
+from tests.tiny import short_answers, train_tiny
 
 PROMPT_IDS = torch.tensor([[5, 17, 33, 42, 101, 7, 250, 3, 1, 60]])
 COMMIT = "c0ffee" * 6 + "abcd"
 
 
-def _short_answers(path: Path, rows: int = 300) -> Path:
-    """PerCQA rows whose answers are under 20 characters (a temporary slice)."""
-    kept = []
-    with PERCQA.open(encoding="utf-8") as f:
-        for line in f:
-            if len(json.loads(line)["answer"]) < 20:
-                kept.append(line)
-            if len(kept) == rows:
-                break
-    path.write_text("".join(kept), encoding="utf-8")
-    return path
-
-
-def _train(run_dir: Path, config: dict[str, Any]) -> Path:
-    run_dir.mkdir()
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    outcome = train_run(run_dir)
-    assert outcome.state == "completed", (run_dir / "events.jsonl").read_text().splitlines()[-1]
-    return run_dir
-
-
 @pytest.fixture(scope="session")
 def short_qa(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _short_answers(tmp_path_factory.mktemp("data") / "short.jsonl")
+    return short_answers(tmp_path_factory.mktemp("data") / "short.jsonl")
 
 
 @pytest.fixture(scope="session")
 def full_run(tmp_path_factory: pytest.TempPathFactory, short_qa: Path) -> Path:
     """A run folder whose `model/` is a tiny llama trained from scratch (20 steps)."""
-    config = {
-        "name": "full",
-        "data": {"train": str(short_qa), "split_key": "qid"},
-        "model": {"source": "scratch", "preset": "llama-tiny", "vocab_size": 600},
-        "training": {
-            "seq_len": 128,
-            "batch_size": 8,
-            "max_steps": 20,
-            "lr": 0.005,
-            "eval_every": 100,
-            "save_every": 100,
-            "threads": 1,
-        },
-    }
-    return _train(tmp_path_factory.mktemp("runs") / "full", config)
+    return train_tiny(
+        tmp_path_factory.mktemp("runs") / "full",
+        data={"train": str(short_qa), "split_key": "qid"},
+        training={"batch_size": 8, "max_steps": 20, "lr": 0.005, "eval_every": 100},
+    )
 
 
 @pytest.fixture(scope="session")
 def lora_run(tmp_path_factory: pytest.TempPathFactory, short_qa: Path, full_run: Path) -> Path:
     """A LoRA run on `full_run`'s model, not merged: its `adapter/` is what it left."""
-    config = {
-        "name": "lora",
-        "data": {"train": str(short_qa), "split_key": "qid"},
-        "model": {"source": "local", "path": str(full_run / "model")},
-        "training": {
+    run_dir = train_tiny(
+        tmp_path_factory.mktemp("runs") / "lora",
+        data={"train": str(short_qa), "split_key": "qid"},
+        model={"source": "local", "path": str(full_run / "model")},
+        training={
             "method": "lora",
-            "seq_len": 128,
             "batch_size": 8,
             "max_steps": 8,
             "lr": 0.01,
             "eval_every": 100,
-            "save_every": 100,
-            "threads": 1,
         },
-        "lora": {"r": 4, "alpha": 8, "merge": False},
-    }
-    run_dir = _train(tmp_path_factory.mktemp("runs") / "lora", config)
+        lora={"r": 4, "alpha": 8, "merge": False},
+    )
     assert not (run_dir / "model").exists()
     return run_dir
 
