@@ -69,3 +69,21 @@ def test_language_and_theme_switch_and_errors_read_in_the_language(browser: Test
     missing = browser.get("/no/such/page")
     assert missing.status_code == 404
     assert "پیدا نشد" in missing.text and 'dir="rtl"' in missing.text
+
+
+def test_the_login_page_counts_failures_with_the_api(app: FastAPI, settings: Settings) -> None:
+    add_account(settings, ADMIN, role="admin")
+    with TestClient(app) as client:
+        client.get("/login")
+        form = {"username": ADMIN, "password": "wrong wrong wrong"}
+        for _ in range(5):
+            form["csrf_token"] = client.cookies["ldt_csrf"]
+            assert client.post("/login", data=form).status_code == 401
+        form["csrf_token"] = client.cookies["ldt_csrf"]
+        locked = client.post("/login", data=form)
+        assert locked.status_code == 429 and "تلاش‌های ناموفق زیاد بود" in locked.text
+        api = client.post(
+            "/api/v1/auth/login",
+            json={"username": ADMIN, "password": "correct horse battery staple"},
+        )
+        assert api.status_code == 429  # the same limit, whichever door was knocked on

@@ -119,6 +119,18 @@ def login(
     password: str,
 ) -> TokenPair:
     """Check the password (within the failed-attempt limits) and start a token family."""
+    user = sign_in(
+        session=session, limiter=limiter, address=address, username=username, password=password
+    )
+    return _issue(session=session, signer=signer, user=user, family=uuid.uuid4().hex)
+
+
+def sign_in(
+    *, session: Session, limiter: LoginLimiter, address: str, username: str, password: str
+) -> User:
+    """The account, if the password is right and the failed-attempt limits allow trying
+    (a failure counts against the account and the address). The API then issues tokens,
+    the web UI starts a browser session."""
     key = normalize_username(username)
     limiter.check(username=key, address=address)
     try:
@@ -127,7 +139,7 @@ def login(
         limiter.failed(username=key, address=address)
         raise
     limiter.succeeded(username=key)
-    return _issue(session=session, signer=signer, user=user, family=uuid.uuid4().hex)
+    return user
 
 
 def _issue(

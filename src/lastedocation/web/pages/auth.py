@@ -68,17 +68,16 @@ def login_submit(
 ) -> Response:
     lang = language(request)
     try:
-        limiter.check(username=accounts.normalize_username(username), address=address)
-        user = accounts.authenticate(session=session, username=username, password=password)
+        user = accounts.sign_in(
+            session=session, limiter=limiter, address=address, username=username, password=password
+        )
     except StudioError as exc:
         if exc.status_code == 401:
-            limiter.failed(username=accounts.normalize_username(username), address=address)
             message = lang.gettext("Wrong username or password.")
         else:
             message = lang.gettext("Too many failed attempts; wait a while and try again.")
         context = {"next": _local(next), "username": username, "error": message}
         return render(request, "auth/login.html", context, status_code=exc.status_code)
-    limiter.succeeded(username=accounts.normalize_username(username))
     cookie = browser.start(session=session, key=signing_key(request), user=user)
     return signed_in(request, _local(next), cookie)
 
