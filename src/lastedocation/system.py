@@ -10,7 +10,9 @@ from typing import Any
 import psutil
 
 
-def system_figures(data_dir: Path) -> dict[str, Any]:
+def system_figures(data_dir: Path, *, for_admin: bool) -> dict[str, Any]:
+    """The machine's figures; the data folder's path only for admins (members are
+    never shown the server's paths)."""
     memory = psutil.virtual_memory()
     disk = shutil.disk_usage(data_dir)
     return {
@@ -20,7 +22,12 @@ def system_figures(data_dir: Path) -> dict[str, Any]:
             "load_average": list(os.getloadavg()),
         },
         "memory": {"total": memory.total, "available": memory.available, "percent": memory.percent},
-        "disk": {"path": str(data_dir), "total": disk.total, "free": disk.free, "used": disk.used},
+        "disk": {
+            "path": str(data_dir) if for_admin else None,
+            "total": disk.total,
+            "free": disk.free,
+            "used": disk.used,
+        },
         "gpus": gpu_figures(),
     }
 

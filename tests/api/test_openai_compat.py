@@ -68,7 +68,10 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     chat_folder = train_chat_model(root)
     long_folder = untrained_model(root / "long", context=4096)
     settings = Settings(
-        data_dir=root / "studio", import_sample_dataset=False, max_new_tokens_limit=4000
+        data_dir=root / "studio",
+        import_sample_dataset=False,
+        max_new_tokens_limit=4000,
+        server_roots=[root],
     )
     app = create_app(settings)
     add_account(settings, ADMIN, role="admin")

@@ -48,6 +48,7 @@ def fast_settings(tmp_path: Path) -> Settings:
         import_sample_dataset=False,
         supervisor_interval_s=0.1,
         max_concurrent_runs=1,
+        server_roots=[tmp_path],  # admins may name folders here (not the data folder)
     )
     add_account(settings, ADMIN, role="admin")
     return settings
@@ -183,6 +184,8 @@ def test_members_see_only_their_own_runs(fast_settings: Settings) -> None:
         assert other.status_code == 404  # mina's dataset is not babak's to use
         run_id = mina.post("/api/v1/runs", json={"dataset_id": dataset, **TINY}).json()["id"]
         mina.post(f"/api/v1/runs/{run_id}/stop")
+        # the supervisor may have started it already: then stopping takes a moment
+        wait_for(mina, run_id, {"stopped", "completed"})
         assert [r["id"] for r in mina.get("/api/v1/runs").json()] == [run_id]
         assert babak.get("/api/v1/runs").json() == []
         for path in ("", "/metrics", "/logs", "/checkpoints", "/preflight", "/events"):

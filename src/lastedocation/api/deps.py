@@ -121,7 +121,9 @@ def _current_user(
         )
         browser.check_csrf(
             method=request.method,
-            cookie=request.cookies.get(browser.CSRF_COOKIE),
+            key=request.app.state.signing_key,
+            session_cookie=cookie,
+            csrf_cookie=request.cookies.get(browser.CSRF_COOKIE),
             sent=request.headers.get(browser.CSRF_HEADER),
         )
         return user

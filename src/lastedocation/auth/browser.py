@@ -6,14 +6,21 @@ token with the user id, the session id and the password stamp, valid 12 hours. A
 request with the cookie is that user while the session is not revoked (sign-out,
 password change) and the password has not changed since.
 
-CSRF: a second cookie, readable by the page, holds a random value that every unsafe
-request authenticated by the session cookie must repeat in the `X-CSRF-Token` header
-(htmx and the page's scripts send it) or a `csrf_token` form field. Requests with an
-`Authorization: Bearer` token carry no ambient credentials and need no CSRF token.
+CSRF: every unsafe request made with the session cookie must carry the session's CSRF
+token in the `X-CSRF-Token` header (htmx and the page's scripts send it) or a
+`csrf_token` form field. The token is an HMAC of the session id under the studio's
+key, so it is bound to that session, changes at every sign-in, and cannot be forged
+by whoever can set cookies for the site (a second cookie, readable by the page,
+carries it to the page's scripts, but the server never trusts that cookie's value).
+Before sign-in (the sign-in and set-up forms) the page's random token is repeated
+from a cookie (double submit). Requests with an `Authorization: Bearer` token carry
+no ambient credentials and need no CSRF token.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import secrets
 import uuid
@@ -66,7 +73,23 @@ def start(*, session: Session, key: bytes, user: User) -> BrowserSession:
         "exp": now + SESSION_TTL,
     }
     cookie = jwt.encode(claims, key, algorithm=_ALGORITHM)
-    return BrowserSession(cookie, secrets.token_urlsafe(32), int(SESSION_TTL.total_seconds()))
+    return BrowserSession(cookie, _csrf_for(key, family), int(SESSION_TTL.total_seconds()))
+
+
+def _csrf_for(key: bytes, session_id: str) -> str:
+    mac = hmac.new(key, b"csrf:" + session_id.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def csrf_token(*, key: bytes, session_cookie: str | None, csrf_cookie: str | None) -> str:
+    """The token a page must send back: its session's, when the browser has a valid
+    session cookie; otherwise the pre-sign-in token from the CSRF cookie (or a new one)."""
+    if session_cookie:
+        try:
+            return _csrf_for(key, str(_claims(key, session_cookie)["sid"]))
+        except Unauthorized:
+            pass
+    return csrf_cookie or secrets.token_urlsafe(32)
 
 
 def _claims(key: bytes, cookie: str) -> dict[str, object]:
@@ -114,11 +137,22 @@ def end(*, session: Session, key: bytes, cookie: str) -> None:
     session.commit()
 
 
-def check_csrf(*, method: str, cookie: str | None, sent: str | None) -> None:
-    """Unsafe requests made with the session cookie must repeat the CSRF cookie."""
+def check_csrf(
+    *,
+    method: str,
+    key: bytes,
+    session_cookie: str | None,
+    csrf_cookie: str | None,
+    sent: str | None,
+) -> None:
+    """Unsafe requests must repeat their session's CSRF token (before sign-in: the
+    CSRF cookie)."""
     if method.upper() in SAFE_METHODS:
         return
-    if not cookie or not sent or not hmac.compare_digest(cookie, sent):
+    expected = csrf_token(key=key, session_cookie=session_cookie, csrf_cookie=csrf_cookie)
+    if not csrf_cookie and not session_cookie:
+        expected = ""  # no cookie at all: nothing to compare with
+    if not expected or not sent or not hmac.compare_digest(expected, sent):
         raise Forbidden(
             "this request lacks the page's CSRF token: reload the page and try again",
             rule="csrf",

@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from lastedocation import ownership
 from lastedocation.auth.models import ROLES, ApiToken, RefreshToken, User
 from lastedocation.auth.passwords import (
     check_new_password,
@@ -39,7 +40,6 @@ from lastedocation.auth.tokens import (
     password_stamp,
     utc,
 )
-from lastedocation.datasets.models import Dataset
 from lastedocation.errors import Conflict, InvalidInput, NotFound, Unauthorized
 
 _USERNAME = re.compile(r"[\w.-]{2,64}")
@@ -288,16 +288,18 @@ def list_users(*, session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.id)))
 
 
-def delete_user(*, session: Session, admin: User, user_id: int) -> None:
-    """Delete an account and its tokens; its datasets pass to the admin who deletes it
-    (never to nobody: a dataset without an owner is visible to everyone)."""
+def delete_user(*, session: Session, admin: User, user_id: int) -> dict[str, int]:
+    """Delete an account and its tokens; everything it owned (datasets, runs, models)
+    passes to the admin who deletes it, never to nobody: an object without an owner is
+    shared with every account. Returns how many of each were handed over."""
     user = session.get(User, user_id)
     if user is None:
         raise NotFound(f"no user with id {user_id}", user_id=user_id)
     if user.id == admin.id:
         raise Conflict("you cannot delete your own account; another admin can")
-    session.execute(update(Dataset).where(Dataset.owner_id == user.id).values(owner_id=admin.id))
+    handed = ownership.hand_over(session, from_user_id=user.id, to_user_id=admin.id)
     session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
     session.execute(delete(RefreshToken).where(RefreshToken.user_id == user.id))
     session.delete(user)
     session.commit()
+    return handed

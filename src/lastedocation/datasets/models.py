@@ -17,6 +17,7 @@ def _now() -> datetime:
 
 class Dataset(Base):
     __tablename__ = "datasets"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))

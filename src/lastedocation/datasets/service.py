@@ -26,14 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, func, or_, select, true
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from lastedocation import ownership
 from lastedocation.auth.models import User
 from lastedocation.datasets.models import Dataset, DatasetSplit, StudioFact
 from lastedocation.datasets.scan import INDEX_EVERY, ScanOptions, ScanResult, scan_file
 from lastedocation.datasets.split import split_records
-from lastedocation.errors import Conflict, DatasetInvalid, Forbidden, InvalidInput, NotFound
+from lastedocation.errors import Conflict, DatasetInvalid, InvalidInput, NotFound
 from lastedocation.settings import Settings
 
 MAX_PREVIEW_ROWS = 200
@@ -168,15 +169,10 @@ def clean_leftovers(settings: Settings, *, older_than_s: float = 300) -> int:
     return removed
 
 
-def _visible_to(user: User | None) -> ColumnElement[bool]:
-    if user is None or user.is_admin:
-        return true()
-    return or_(Dataset.owner_id == user.id, Dataset.owner_id.is_(None))
-
-
 def list_datasets(*, session: Session, user: User | None = None) -> list[Dataset]:
     """The datasets `user` may see (all of them for user None: the studio itself)."""
-    query = select(Dataset).where(_visible_to(user)).order_by(Dataset.id.desc())
+    query = select(Dataset).where(ownership.visible(user, "dataset", Dataset.owner_id))
+    query = query.order_by(Dataset.id.desc())
     return list(session.scalars(query))
 
 
@@ -187,17 +183,10 @@ def get_dataset(
 
     user None is the studio itself (no ownership check); routes always pass the user."""
     dataset = session.get(Dataset, dataset_id)
-    visible = dataset is not None and (
-        user is None or user.is_admin or dataset.owner_id in (None, user.id)
-    )
-    if dataset is None or not visible:
+    if dataset is None:
         raise NotFound(f"no dataset with id {dataset_id}", dataset_id=dataset_id)
-    if to_delete and user is not None and not user.is_admin and dataset.owner_id is None:
-        raise Forbidden(
-            f"dataset {dataset_id} is shared with every account (the bundled sample or a "
-            "command-line import): members can read and split it; only an admin can delete it",
-            dataset_id=dataset_id,
-        )
+    action: ownership.Action = "change" if to_delete else "see"
+    ownership.check(user, "dataset", dataset_id, dataset.owner_id, action)
     return dataset
 
 

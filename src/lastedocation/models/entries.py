@@ -24,6 +24,7 @@ class ModelEntry(Base):
     for `local`."""
 
     __tablename__ = "models"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)

@@ -19,13 +19,16 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from lastedocation import ownership
 from lastedocation.auth.models import User
-from lastedocation.errors import Conflict, Forbidden, InvalidInput, NotFound
+from lastedocation.datasets.schemas import MAX_DB_INT
+from lastedocation.errors import Conflict, InvalidInput, NotFound
 from lastedocation.models.entries import ModelEntry
 from lastedocation.models.weights import check_model_folder
+from lastedocation.paths import server_path
 from lastedocation.runs.models import Run
 from lastedocation.settings import Settings
 from lastedocation.training.events import effective_steps, read_events
@@ -43,15 +46,14 @@ def model_folder(settings: Settings, entry: ModelEntry) -> Path:
     return folder if folder.is_absolute() else settings.data_dir / folder
 
 
-def _visible(user: User | None) -> Any:
-    if user is None or user.is_admin:
-        return True
-    return or_(ModelEntry.owner_id == user.id, ModelEntry.owner_id.is_(None))
+def export_folder(settings: Settings, entry: ModelEntry) -> Path:
+    """Where the model's exports (folder, archives) are written."""
+    return settings.data_dir / "exports" / f"{entry.id:06d}"
 
 
 def list_models(*, session: Session, user: User | None) -> list[ModelEntry]:
-    query = select(ModelEntry).where(_visible(user)).order_by(ModelEntry.id.desc())
-    return list(session.scalars(query))
+    query = select(ModelEntry).where(ownership.visible(user, "model", ModelEntry.owner_id))
+    return list(session.scalars(query.order_by(ModelEntry.id.desc())))
 
 
 def get_model(
@@ -59,22 +61,18 @@ def get_model(
 ) -> ModelEntry:
     """The model, if `user` may see it (and change or delete it, with `to_change`)."""
     entry = session.get(ModelEntry, model_id)
-    if entry is None or not (user is None or user.is_admin or entry.owner_id in (None, user.id)):
+    if entry is None:
         raise NotFound(f"no model with id {model_id}", model_id=model_id)
-    if to_change and user is not None and not user.is_admin and entry.owner_id is None:
-        raise Forbidden(
-            f"model {model_id} is shared with every account: only an admin can change it",
-            model_id=model_id,
-        )
+    ownership.check(user, "model", model_id, entry.owner_id, "change" if to_change else "see")
     return entry
 
 
 def resolve_model(*, session: Session, user: User | None, name: str) -> ModelEntry:
     """A model by its name or its numeric id (as clients of the OpenAI API send it)."""
     entry = session.scalars(select(ModelEntry).where(ModelEntry.name == name)).first()
-    if entry is None and name.isdigit():
+    if entry is None and name.isdigit() and int(name) <= MAX_DB_INT:
         entry = session.get(ModelEntry, int(name))
-    if entry is None or not (user is None or user.is_admin or entry.owner_id in (None, user.id)):
+    if entry is None or not ownership.may_see(user, "model", entry.owner_id):
         raise NotFound(f"no model named {name!r}: GET /v1/models lists yours", model=name)
     return entry
 
@@ -142,10 +140,11 @@ def register_run(*, session: Session, settings: Settings, run: Run) -> ModelEntr
             copy_tree(run_dir / "model", staging / "model")
         elif (run_dir / "adapter").is_dir():  # LoRA without merge: merge for serving
             from lastedocation.models.export import merge_lora
-            from lastedocation.training.config import parse_config
+            from lastedocation.training.config import load_config
             from lastedocation.training.model_source import resolve_folder
 
-            base = resolve_folder(parse_config(run.config).model)
+            # the trainer's config (in the run folder) has the base model's path
+            base = resolve_folder(load_config(run_dir / "config.yaml").model)
             merge_lora(run_dir / "adapter", base, staging / "model")
         else:
             raise InvalidInput(f"run {run.id} completed without a model folder")
@@ -154,7 +153,7 @@ def register_run(*, session: Session, settings: Settings, run: Run) -> ModelEntr
             name=_free_name(session, f"{run.name}-run{run.id}"),
             source="run",
             folder="",
-            base_model=_base_name(run.config),
+            base_model=_base_name(session, run.config),
             run_id=run.id,
             dataset_id=run.dataset_id,
             owner_id=run.owner_id,
@@ -168,12 +167,18 @@ def register_run(*, session: Session, settings: Settings, run: Run) -> ModelEntr
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _base_name(config: dict[str, Any]) -> str:
+def _base_name(session: Session, config: dict[str, Any]) -> str:
+    """What the run started from, by name: never a path on the server."""
     model = config.get("model", {})
     source = model.get("source", "scratch")
     if source == "scratch":
         return f"scratch:{model.get('preset', 'llama-tiny')}"
-    return str(model.get("hub_id") if source == "hub" else model.get("path"))
+    if source == "hub":
+        return str(model.get("hub_id"))
+    if source == "registry":
+        base = session.get(ModelEntry, model.get("model_id") or 0)
+        return base.name if base is not None else f"model {model.get('model_id')}"
+    return Path(str(model.get("path"))).name  # an admin's folder: its name only
 
 
 def _run_metrics(run_dir: Path) -> dict[str, Any]:
@@ -209,16 +214,17 @@ def _lineage(run_dir: Path, run: Run) -> dict[str, Any]:
 def register_folder(
     *, session: Session, settings: Settings, path: Path, name: str | None
 ) -> ModelEntry:
-    """An admin registers a Hugging Face folder on the server; it is used in place."""
-    folder = path.expanduser().resolve()
-    if not folder.is_dir():
-        raise InvalidInput(f"{folder} is not a folder on the server", field="path")
+    """An admin registers a Hugging Face folder on the server (under the allowed roots);
+    it is used in place."""
+    folder = server_path(
+        path, roots=settings.server_roots, data_dir=settings.data_dir, field="path", kind="folder"
+    )
     summary = check_model_folder(folder)
     entry = ModelEntry(
         name=_check_name(session, name) if name else _free_name(session, folder.name),
         source="local",
         folder=str(folder),
-        base_model=str(folder),
+        base_model=folder.name,
         summary=summary,
     )
     return _add(session, settings, entry, None)
@@ -258,7 +264,9 @@ def delete_model(
     if cache is not None:
         cache.unload(model_folder(settings, entry))
     folder = None if entry.source == "local" else model_folder(settings, entry)
+    exports = export_folder(settings, entry)
     session.delete(entry)
     session.commit()
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(exports, ignore_errors=True)  # its archives go with it

@@ -17,6 +17,7 @@ def _now() -> datetime:
 
 class Run(Base):
     __tablename__ = "runs"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))

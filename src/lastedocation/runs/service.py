@@ -19,15 +19,16 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from lastedocation import ownership
 from lastedocation.auth.models import User
-from lastedocation.datasets.service import get_dataset, records_path
+from lastedocation.datasets.service import get_dataset
 from lastedocation.errors import InvalidInput, NotFound
-from lastedocation.runs import states
+from lastedocation.runs import sources, states
 from lastedocation.runs.models import Run, RunEvent
 from lastedocation.runs.preflight import preflight
 from lastedocation.settings import Settings
 from lastedocation.training import checkpoint as ckpt
-from lastedocation.training.config import ConfigError, RunConfig, dump_config, parse_config
+from lastedocation.training.config import ConfigError, RunConfig, dump_config
 from lastedocation.training.events import write_control
 
 _TRAINER_STATES = {"paused", "stopped", "completed", "failed"}
@@ -40,21 +41,28 @@ def run_folder(settings: Settings, run: Run) -> Path:
 def create_run(
     *, session: Session, settings: Settings, user: User, dataset_id: int, config: dict[str, Any]
 ) -> Run:
-    """Check the config (every problem at once), run the pre-flight and queue the run."""
+    """Check the config and every id it names (every problem at once), run the
+    pre-flight and queue the run."""
     dataset = get_dataset(session=session, dataset_id=dataset_id, user=user)
-    raw = {
-        **config,
-        "data": {**config.get("data", {}), "train": str(records_path(settings, dataset))},
-    }
     try:
-        parsed = parse_config(raw)
+        resolved = sources.resolve(
+            session=session, settings=settings, user=user, dataset=dataset, config=config
+        )
     except ConfigError as exc:
         raise InvalidInput(exc.detail, problems=exc.extra["problems"]) from None
     staging = Path(tempfile.mkdtemp(prefix="run-", dir=settings.tmp_dir))
     try:
         # the trainer's data path over every row, before anything is queued
-        checked = preflight(parsed, base=staging / "base")
-        return _queue(session, settings, parsed, dataset.id, user, checked, staging)
+        checked = preflight(resolved.trainer, base=staging / "base")
+        run = Run(
+            name=resolved.trainer.name,
+            state="queued",
+            config=resolved.public,
+            folder="",
+            dataset_id=dataset.id,
+            owner_id=user.id,
+        )
+        return _queue(session, settings, run, resolved.trainer, checked, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -62,26 +70,17 @@ def create_run(
 def _queue(
     session: Session,
     settings: Settings,
-    parsed: RunConfig,
-    dataset_id: int,
-    user: User,
+    run: Run,
+    trainer_config: RunConfig,
     checked: dict[str, Any],
     staging: Path,
 ) -> Run:
-    run = Run(
-        name=parsed.name,
-        state="queued",
-        config=parsed.model_dump(mode="json"),
-        folder="",
-        dataset_id=dataset_id,
-        owner_id=user.id,
-    )
     session.add(run)
     session.flush()
     run.folder = f"runs/{run.id:06d}"
     folder = run_folder(settings, run)
     folder.mkdir(parents=True, exist_ok=True)
-    dump_config(parsed, folder / "config.yaml")
+    dump_config(trainer_config, folder / "config.yaml")  # the paths stay in the run folder
     if (staging / "base").is_dir():
         os.replace(staging / "base", folder / "base")
     (folder / "preflight.json").write_text(json.dumps(checked), encoding="utf-8")
@@ -96,9 +95,8 @@ def read_preflight(settings: Settings, run: Run) -> dict[str, Any] | None:
 
 def list_runs(*, session: Session, user: User, state: str | None = None) -> list[Run]:
     """The runs `user` may see: their own, or all of them for an admin."""
-    query = select(Run).order_by(Run.id.desc())
-    if not user.is_admin:
-        query = query.where(Run.owner_id == user.id)
+    query = select(Run).where(ownership.visible(user, "run", Run.owner_id))
+    query = query.order_by(Run.id.desc())
     if state:
         query = query.where(Run.state == state)
     return list(session.scalars(query))
@@ -108,8 +106,9 @@ def get_run(*, session: Session, run_id: int, user: User | None) -> Run:
     """The run, if `user` may see it (another member's run answers 404).
     user None is the studio itself (the event stream checks once, up front)."""
     run = session.get(Run, run_id)
-    if run is None or (user is not None and not user.is_admin and run.owner_id != user.id):
+    if run is None:
         raise NotFound(f"no run with id {run_id}", run_id=run_id)
+    ownership.check(user, "run", run_id, run.owner_id)
     return run
 
 

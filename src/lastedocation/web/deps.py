@@ -51,7 +51,11 @@ async def csrf_checked(request: Request) -> None:
         field = form.get("csrf_token")
         sent = field if isinstance(field, str) else None
     browser.check_csrf(
-        method=request.method, cookie=request.cookies.get(browser.CSRF_COOKIE), sent=sent
+        method=request.method,
+        key=signing_key(request),
+        session_cookie=request.cookies.get(browser.SESSION_COOKIE),
+        csrf_cookie=request.cookies.get(browser.CSRF_COOKIE),
+        sent=sent,
     )
 
 

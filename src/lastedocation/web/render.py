@@ -7,7 +7,6 @@ unsafe requests repeat) and `nav` (the current section).
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from lastedocation import __version__
+from lastedocation.auth import browser
 from lastedocation.auth.browser import CSRF_COOKIE
 from lastedocation.auth.models import User
 from lastedocation.web.i18n import LANGUAGES, Language, pick
@@ -51,7 +51,11 @@ def render(
     nav: str = "",
 ) -> HTMLResponse:
     lang = language(request)
-    csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+    csrf = browser.csrf_token(
+        key=request.app.state.signing_key,
+        session_cookie=request.cookies.get(browser.SESSION_COOKIE),
+        csrf_cookie=request.cookies.get(CSRF_COOKIE),
+    )
     page = environment.get_template(template).render(
         {
             "request": request,
@@ -71,7 +75,7 @@ def render(
         }
     )
     response = HTMLResponse(page, status_code=status_code)
-    if request.cookies.get(CSRF_COOKIE) != csrf:  # the first page this browser sees
+    if request.cookies.get(CSRF_COOKIE) != csrf:  # a first page, or a new session
         secure = request.url.scheme == "https"
         response.set_cookie(CSRF_COOKIE, csrf, samesite="strict", secure=secure)
     return response

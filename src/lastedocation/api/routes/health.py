@@ -20,9 +20,9 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/api/v1/system", responses=error_responses(401))
-def system(request: Request, _user: CurrentUser) -> dict[str, Any]:
-    """Real CPU, memory, disk (of the data folder) and GPU figures."""
-    return system_figures(request.app.state.settings.data_dir)
+def system(request: Request, user: CurrentUser) -> dict[str, Any]:
+    """Real CPU, memory, disk (of the data folder; its path for admins) and GPU figures."""
+    return system_figures(request.app.state.settings.data_dir, for_admin=user.is_admin)
 
 
 @router.get(

@@ -29,6 +29,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from lastedocation import ownership
 from lastedocation.api.deps import CurrentUser, SessionDep, SettingsDep, StreamingUser
 from lastedocation.errors import StudioError
 from lastedocation.inference.cache import ModelCache
@@ -141,12 +142,13 @@ ModelCacheDep = Annotated[ModelCache, Depends(_model_cache)]
 def list_models(user: CurrentUser, session: SessionDep) -> ModelList:
     """The models you can chat with; `id` is what `model` takes."""
     entries = registry.list_models(session=session, user=user)
+    owners = ownership.owner_names(session, {entry.owner_id for entry in entries})
     return ModelList(
         data=[
             ModelOut(
                 id=entry.name,
                 created=unix_time(entry.created_at),
-                owned_by="studio" if entry.owner_id is None else f"user-{entry.owner_id}",
+                owned_by=owners.get(entry.owner_id, "studio"),
             )
             for entry in entries
         ]

@@ -28,6 +28,6 @@ def dashboard(
         "recent_runs": [r for r in all_runs if r.state not in (*ACTIVE, "queued")][:5],
         "datasets": datasets.list_datasets(session=session, user=user)[:5],
         "models": registry.list_models(session=session, user=user)[:5],
-        "system": system_figures(settings.data_dir),
+        "system": system_figures(settings.data_dir, for_admin=user.is_admin),
     }
     return render(request, "dashboard.html", context, user=user, nav="dashboard")

@@ -3,6 +3,8 @@ few seconds: the same figures as GET /api/v1/system."""
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
@@ -18,7 +20,10 @@ REFRESH_S = 5
 
 @router.get("/system", response_class=HTMLResponse)
 async def system_page(request: Request, settings: SettingsDep, user: PageUser) -> HTMLResponse:
-    figures = await run_in_threadpool(system_figures, settings.data_dir)  # samples 0.1 s of CPU
+    # samples 0.1 s of CPU
+    figures = await run_in_threadpool(
+        functools.partial(system_figures, settings.data_dir, for_admin=user.is_admin)
+    )
     context = {"system": figures, "refresh_s": REFRESH_S}
     return render(request, "system/index.html", context, user=user, nav="system")
 
@@ -26,6 +31,8 @@ async def system_page(request: Request, settings: SettingsDep, user: PageUser) -
 @router.get("/system/figures", response_class=HTMLResponse)
 async def figures(request: Request, settings: SettingsDep, user: PageUser) -> HTMLResponse:
     """The figures alone, for the page's htmx refresh."""
-    figures = await run_in_threadpool(system_figures, settings.data_dir)
+    figures = await run_in_threadpool(
+        functools.partial(system_figures, settings.data_dir, for_admin=user.is_admin)
+    )
     context = {"system": figures, "refresh_s": REFRESH_S}
     return render(request, "system/_figures.html", context, user=user)
