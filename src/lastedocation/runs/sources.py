@@ -59,21 +59,12 @@ def resolve(
     ):
         if isinstance(value, str):
             problems.append((field, value))
-    if isinstance(validation_id, int):
-        if data.get("validation") is not None:
-            problems.append(("data.validation", "give validation_dataset_id or validation"))
-        try:
-            held_out = get_dataset(session=session, dataset_id=validation_id, user=user)
-            data["validation"] = str(records_path(settings, held_out))
-        except StudioError as exc:
-            problems.append(("data.validation_dataset_id", exc.detail))
     from_registry = model.get("source") == "registry"
     if model.get("source") == "local" and not user.is_admin:
         problems.append(("model.source", _MEMBER_PATH["model.path"] + " (local is for admins)"))
-    if from_registry:
-        problems.extend(_registry_model(session, settings, user, model, model_id))
-    elif model_id is not None:
-        problems.append(("model.model_id", "a model id is for model.source registry"))
+    if validation_id is not None and data.get("validation") is not None:
+        problems.append(("data.validation", "give validation_dataset_id or validation"))
+    # first the paths the caller named (admins only), then what the ids name
     for section, key, kind in (
         (data, "validation", "file"),
         (model, "path", "folder"),
@@ -81,6 +72,16 @@ def resolve(
     ):
         if section.get(key) is not None and not (from_registry and key == "path"):
             problems.extend(_server_path(settings, user, section, key, kind))  # type: ignore[arg-type]
+    if isinstance(validation_id, int):
+        try:
+            held_out = get_dataset(session=session, dataset_id=validation_id, user=user)
+            data["validation"] = str(records_path(settings, held_out))
+        except StudioError as exc:
+            problems.append(("data.validation_dataset_id", exc.detail))
+    if from_registry:
+        problems.extend(_registry_model(session, settings, user, model, model_id))
+    elif model_id is not None:
+        problems.append(("model.model_id", "a model id is for model.source registry"))
     default_cache = "cache_dir" not in model or model["cache_dir"] is None
     if default_cache:
         model["cache_dir"] = str(settings.hub_cache_dir)
@@ -110,6 +111,8 @@ def _id(value: Any, field: str) -> int | str | None:
     """The id, a problem sentence, or None when not given."""
     if value is None:
         return None
+    if isinstance(value, str) and value.isdigit() and len(value) < 20:  # as pydantic's lax mode
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DB_INT:
         return "must be an id: a whole number, 1 or more"
     return value

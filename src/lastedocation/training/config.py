@@ -144,11 +144,31 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path | None = None) -> RunCon
     return config
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a run config is a few hundred bytes
+
+
+class _NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """YAML without aliases: `*name` can repeat a node exponentially often (a "billion
+    laughs" document of a few hundred bytes), and a run config never needs one."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a run config", mark
+            )
+        return super().compose_node(parent, index)
+
+
 def load_config(path: Path) -> RunConfig:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError([("(file)", f"{path} is larger than {MAX_CONFIG_BYTES:,} bytes")])
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # a SafeLoader
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError([("(file)", f"cannot read {path}: {exc}")]) from None
+    except RecursionError:
+        raise ConfigError([("(file)", f"{path} is nested too deeply")]) from None
     if not isinstance(raw, dict):
         raise ConfigError([("(file)", f"{path} must hold a mapping of sections")])
     return parse_config(raw, base_dir=path.parent)

@@ -24,6 +24,7 @@ from lastedocation.api.deps import SessionDep, SettingsDep
 from lastedocation.auth.models import User
 from lastedocation.datasets import service as datasets
 from lastedocation.errors import InvalidInput, NotFound
+from lastedocation.models import registry
 from lastedocation.runs import service
 from lastedocation.runs.schemas import RunCreate
 from lastedocation.system import gpu_figures
@@ -131,6 +132,30 @@ FIELDS = {
     for key, info in model.model_fields.items()
     if f"{section}.{key}" not in NOT_ON_FORM
 }
+# What the API takes beyond the trainer's config: models and datasets by id (members
+# never name server paths; `local` and `model.path` are shown to admins only).
+FIELDS["model.source"] = FormField(
+    name="model.source",
+    kind="choice",
+    choices=("scratch", "registry", "hub", "local"),
+    default="scratch",
+    description="scratch: a small model and tokenizer trained here.",
+)
+FIELDS["model.model_id"] = FormField(
+    name="model.model_id",
+    kind="model",
+    choices=(),
+    default="",
+    description="A model from the registry: yours, or one shared with every account.",
+)
+FIELDS["data.validation_dataset_id"] = FormField(
+    name="data.validation_dataset_id",
+    kind="dataset",
+    choices=(),
+    default="",
+    description="Another dataset to evaluate on; empty: part of the training data is held out.",
+)
+ADMIN_ONLY = frozenset({"model.path"})
 
 
 def defaults(preset: str = "") -> dict[str, str]:
@@ -237,6 +262,7 @@ def _form(
         "defaults": defaults(),
         "presets": {name: {**defaults(), **values} for name, values in PRESETS.items()},
         "datasets": datasets.list_datasets(session=session, user=user),
+        "models": registry.list_models(session=session, user=user),
         "gpus": len(gpu_figures()),
     }
     return render(request, "runs/new.html", context, user=user, nav="runs", status_code=status_code)
@@ -269,6 +295,8 @@ def new_run_submit(
 ) -> Response:
     """Check everything (all problems at once), run the pre-flight, queue the run."""
     values = from_form(form)
+    if not user.is_admin:
+        values = {name: ("" if name in ADMIN_ONLY else value) for name, value in values.items()}
     try:
         body = RunCreate.model_validate(run_body(values))
         run = service.create_run(
