@@ -11,7 +11,7 @@ folder, whose objects have owners and are named by id. Every path is resolved
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from lastedocation.errors import InvalidInput
 
@@ -58,3 +58,22 @@ def server_path(
     if kind == "folder" and not resolved.is_dir():
         raise PathRefused(f"{field}: no folder at {text}", field=field)
     return resolved
+
+
+DATA_DIR_MARK = "<data folder>"
+
+
+def hide_data_dir(value: Any, data_dir: Path) -> Any:
+    """`value` (a string, or lists and dicts of them) with the data folder's absolute
+    path replaced by a mark: messages from libraries (a tokenizer that cannot load, a
+    trainer's traceback) name files by their path, and members are never shown the
+    server's paths."""
+    if isinstance(value, str):
+        for folder in {str(data_dir.resolve()), str(data_dir)}:
+            value = value.replace(folder, DATA_DIR_MARK)
+        return value
+    if isinstance(value, dict):
+        return {key: hide_data_dir(item, data_dir) for key, item in value.items()}
+    if isinstance(value, list):
+        return [hide_data_dir(item, data_dir) for item in value]
+    return value

@@ -309,3 +309,21 @@ def test_the_upgrade_drops_paths_and_ids_are_never_reused(tmp_path: Path) -> Non
         db.exec_driver_sql("DELETE FROM users WHERE id = 1")  # the newest account, gone
     engine.dispose()
     assert add_account(settings, "newcomer", role="admin") == 2  # not 1: that was an account
+
+
+def test_messages_from_libraries_do_not_name_the_data_folder(
+    member_client: TestClient, settings: Settings, tiny_model: Path, tmp_path: Path
+) -> None:
+    """A model whose tokenizer went missing: the library's error names the folder by its
+    path; the answer names it by a mark instead."""
+    data = upload_dataset(member_client)
+    model = upload_model(member_client, tiny_model, tmp_path, "broken")
+    folder = settings.data_dir / "models" / f"{model:06d}"
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    answer = member_client.post(
+        "/api/v1/runs",
+        json={"dataset_id": data, "model": {"source": "registry", "model_id": model}, **TINY},
+    )
+    assert 400 <= answer.status_code < 500, answer.text
+    assert str(settings.data_dir) not in answer.text

@@ -33,7 +33,13 @@ def preflight(config: RunConfig, base: Path) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory(prefix="preflight-") as work:
             train, validation = prepare_records(config.data, Path(work))
-            tokenizer, model_config, params = _tokenizer_and_shape(config, train)
+            try:
+                tokenizer, model_config, params = _tokenizer_and_shape(config, train)
+            except (OSError, ValueError, KeyError) as exc:  # a folder transformers cannot read
+                raise InvalidInput(
+                    f"pre-flight: the base model's tokenizer or config cannot be loaded: {exc}",
+                    field="model",
+                ) from None
             if config.model.source == "scratch":
                 tokenizer.save_pretrained(base)
                 model_config.save_pretrained(base)

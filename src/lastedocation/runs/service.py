@@ -23,6 +23,7 @@ from lastedocation import ownership
 from lastedocation.auth.models import User
 from lastedocation.datasets.service import get_dataset
 from lastedocation.errors import InvalidInput, NotFound
+from lastedocation.paths import hide_data_dir
 from lastedocation.runs import sources, states
 from lastedocation.runs.models import Run, RunEvent
 from lastedocation.runs.preflight import preflight
@@ -154,6 +155,8 @@ def ingest(*, session: Session, settings: Settings, run: Run) -> int:
         event = json.loads(line)
         if event["seq"] <= run.last_seq:
             continue
+        if "message" in event:  # tracebacks and library messages name files by their path
+            event["message"] = hide_data_dir(event["message"], settings.data_dir)
         _apply(session, run, event)
         count += 1
     run.events_offset += end
