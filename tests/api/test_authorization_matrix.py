@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lastedocation.settings import Settings
-from tests.conftest import add_account
+from tests.conftest import add_account, sign_in
 
 PUBLIC = {
     ("GET", "/healthz"),
@@ -111,3 +111,37 @@ def test_every_route_answers_by_role(
             assert admin.status_code not in refused, (path, admin.text)
         checked += 1
     assert checked >= 25
+
+    # a run config naming the member's model folder, run folder or dataset file by path
+    data_dir = settings.data_dir
+    own = other_member_client.post(
+        "/api/v1/datasets", files={"file": ("b.jsonl", rows)}, params={"name": "b"}
+    ).json()["id"]
+    for config in (
+        {"model": {"source": "local", "path": str(data_dir / "models" / f"{ids['model_id']:06d}")}},
+        {"model": {"source": "local", "path": str(data_dir / "runs" / f"{run_id:06d}" / "base")}},
+        {"model": {"source": "registry", "model_id": ids["model_id"]}},
+        {"data": {"validation": str(next(data_dir.glob("datasets/*/records.jsonl")))}},
+        {"data": {"validation_dataset_id": dataset_id}},
+    ):
+        refused = other_member_client.post("/api/v1/runs", json={"dataset_id": own, **config})
+        assert refused.status_code == 400, (config, refused.text)
+        assert str(data_dir) not in refused.text
+
+    # the owner deleted: nothing of theirs becomes visible to the others, nor to an
+    # account created after that
+    owner = member_client.get("/api/v1/auth/me").json()["id"]
+    assert client.delete(f"/api/v1/users/{owner}").status_code == 204
+    newcomer = TestClient(client.app)
+    add_account(settings, "newcomer")
+    sign_in(newcomer, "newcomer")
+    for method, path in _routes(client):
+        if not any(key in path for key in ("{dataset_id}", "{run_id}", "{model_id}")):
+            continue
+        body = BODIES.get((method, path))
+        kwargs = {"json": body} if body is not None else {}
+        for member in (other_member_client, newcomer):
+            answer = member.request(method, path.format(**ids), **kwargs)
+            assert answer.status_code == 404, (method, path, answer.text)
+    for member in (other_member_client, newcomer):
+        assert member.get("/v1/models").json()["data"] == []
