@@ -14,18 +14,23 @@ checkpoints, events, evaluations, exports) follows its object.
   cannot even learn that another member's object exists.
 
 Ownership never lapses: deleting an account hands what it owned to the admin who
-deletes it (`hand_over`), so nothing becomes shared by accident.
+deletes it (`hand_over`), or deletes it all when the admin asks (`delete_owned`), so
+nothing becomes shared by accident.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import ColumnElement, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from lastedocation.auth.models import User
-from lastedocation.errors import Forbidden, NotFound
+from lastedocation.errors import Conflict, Forbidden, NotFound
+from lastedocation.settings import Settings
+
+if TYPE_CHECKING:
+    from lastedocation.inference.cache import ModelCache
 
 Kind = Literal["dataset", "run", "model"]
 Action = Literal["see", "change"]
@@ -93,3 +98,35 @@ def owner_names(session: Session, owner_ids: set[int | None]) -> dict[int | None
     for user_id, name in session.execute(query) if ids else []:
         names[user_id] = name
     return names
+
+
+def delete_owned(
+    session: Session, settings: Settings, *, user_id: int, cache: ModelCache | None = None
+) -> dict[str, int]:
+    """Delete everything `user_id` owns, for an admin who asks for that instead of the
+    hand-over: runs first (refused, with nothing deleted, while one of them trains),
+    then models (unloaded from the chat cache), then datasets. The counts."""
+    from lastedocation.datasets.models import Dataset
+    from lastedocation.datasets.service import delete_dataset
+    from lastedocation.models.entries import ModelEntry
+    from lastedocation.models.registry import delete_model
+    from lastedocation.runs.models import Run
+    from lastedocation.runs.service import delete_run
+    from lastedocation.runs.states import ALLOWED
+
+    runs = list(session.scalars(select(Run).where(Run.owner_id == user_id)))
+    busy = [run.id for run in runs if run.state not in ALLOWED["delete"]]
+    if busy:
+        raise Conflict(
+            f"the account's run(s) {', '.join(map(str, busy))} are training: stop them first",
+            runs=busy,
+        )
+    for run in runs:
+        delete_run(session=session, settings=settings, run=run)
+    models = list(session.scalars(select(ModelEntry).where(ModelEntry.owner_id == user_id)))
+    for entry in models:
+        delete_model(session=session, settings=settings, entry=entry, cache=cache)
+    datasets = list(session.scalars(select(Dataset).where(Dataset.owner_id == user_id)))
+    for dataset in datasets:
+        delete_dataset(session=session, settings=settings, dataset=dataset)
+    return {"runs": len(runs), "models": len(models), "datasets": len(datasets)}

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from lastedocation.db import make_engine, migrate
+from lastedocation.runs.models import Run
 from lastedocation.settings import Settings
 from tests.conftest import PERCQA, add_account, sign_in
 from tests.inference.test_generate import untrained_model
@@ -327,3 +328,36 @@ def test_messages_from_libraries_do_not_name_the_data_folder(
     )
     assert 400 <= answer.status_code < 500, answer.text
     assert str(settings.data_dir) not in answer.text
+
+
+def test_an_admin_may_delete_an_account_with_everything_it_owned(
+    client: TestClient,
+    member_client: TestClient,
+    app: FastAPI,
+    settings: Settings,
+    tiny_model: Path,
+    tmp_path: Path,
+) -> None:
+    data = upload_dataset(member_client)
+    model = upload_model(member_client, tiny_model, tmp_path, "purged")
+    run = member_client.post("/api/v1/runs", json={"dataset_id": data, **TINY}).json()["id"]
+    member_client.post(f"/api/v1/runs/{run}/stop")
+    owner = member_client.get("/api/v1/auth/me").json()["id"]
+    with app.state.sessions() as session:  # as if the supervisor had started it
+        row = session.get(Run, run)
+        state = row.state
+        row.state = "running"
+        session.commit()
+    busy = client.delete(f"/api/v1/users/{owner}", params={"delete_owned": True})
+    assert busy.status_code == 409 and busy.json()["runs"] == [run]
+    assert client.get(f"/api/v1/models/{model}").status_code == 200  # nothing went
+    with app.state.sessions() as session:
+        session.get(Run, run).state = state
+        session.commit()
+    gone = client.delete(f"/api/v1/users/{owner}", params={"delete_owned": True})
+    assert gone.status_code == 204, gone.text
+    for path in (f"/models/{model}", f"/datasets/{data}", f"/runs/{run}"):
+        assert client.get(f"/api/v1{path}").status_code == 404, path
+    assert not (settings.data_dir / "models" / f"{model:06d}").exists()
+    assert not (settings.data_dir / "runs" / f"{run:06d}").exists()
+    assert list(settings.datasets_dir.glob("*/records.jsonl")) == []

@@ -288,15 +288,21 @@ def list_users(*, session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.id)))
 
 
-def delete_user(*, session: Session, admin: User, user_id: int) -> dict[str, int]:
-    """Delete an account and its tokens; everything it owned (datasets, runs, models)
-    passes to the admin who deletes it, never to nobody: an object without an owner is
-    shared with every account. Returns how many of each were handed over."""
+def deletable_user(*, session: Session, admin: User, user_id: int) -> User:
+    """The account `admin` may delete: it exists and it is not their own."""
     user = session.get(User, user_id)
     if user is None:
         raise NotFound(f"no user with id {user_id}", user_id=user_id)
     if user.id == admin.id:
         raise Conflict("you cannot delete your own account; another admin can")
+    return user
+
+
+def delete_user(*, session: Session, admin: User, user_id: int) -> dict[str, int]:
+    """Delete an account and its tokens; everything it owned (datasets, runs, models)
+    passes to the admin who deletes it, never to nobody: an object without an owner is
+    shared with every account. Returns how many of each were handed over."""
+    user = deletable_user(session=session, admin=admin, user_id=user_id)
     handed = ownership.hand_over(session, from_user_id=user.id, to_user_id=admin.id)
     session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
     session.execute(delete(RefreshToken).where(RefreshToken.user_id == user.id))

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
+from lastedocation import ownership
 from lastedocation.api.deps import (
     AdminUser,
     ClientAddress,
@@ -15,6 +16,7 @@ from lastedocation.api.deps import (
     ItemId,
     LoginLimiterDep,
     SessionDep,
+    SettingsDep,
     SignerDep,
     error_responses,
 )
@@ -166,7 +168,21 @@ def create_user(body: UserCreate, _admin: AdminUser, session: SessionDep) -> Any
     tags=["users"],
     responses=error_responses(401, 403, 404, 409, 422),
 )
-def delete_user(user_id: ItemId, admin: AdminUser, session: SessionDep) -> Response:
-    """Delete an account; its datasets pass to you."""
+def delete_user(
+    user_id: ItemId,
+    request: Request,
+    admin: AdminUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    delete_owned: bool = False,
+) -> Response:
+    """Delete an account. Everything it owned (datasets, runs, models) passes to you, or,
+    with `delete_owned=true`, is deleted with it (409 while one of its runs trains)."""
+    service.deletable_user(session=session, admin=admin, user_id=user_id)
+    if delete_owned:
+        with request.app.state.supervisor.lock:  # no run may start while its rows go
+            ownership.delete_owned(
+                session, settings, user_id=user_id, cache=request.app.state.model_cache
+            )
     service.delete_user(session=session, admin=admin, user_id=user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
