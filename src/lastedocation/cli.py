@@ -135,6 +135,12 @@ def _print_report(result: ScanResult | dict[str, Any], as_json: bool) -> None:
         for p in report["problems"]:
             table.add_row(str(p["row"] or "-"), p["field"] or "-", p["message"])
         console.print(table)
+    if report.get("warnings"):
+        title = f"{report['warnings_total']:,} warning(s), rows kept"
+        table = Table("row", "field", "warning", title=title)
+        for w in report["warnings"]:
+            table.add_row(str(w["row"] or "-"), w["field"] or "-", w["message"])
+        console.print(table)
 
 
 def _scan(file: Path, label: str, **choices: Any) -> ScanResult:

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; default: SQLite at DATA_DIR/studio.db. "
         "A postgresql+psycopg:// URL also works.",
     )
+    server_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders on the server whose files and folders admins may name (a model "
+        "folder to register or train from, a validation file, a Hub cache), as a JSON list: "
+        '["/srv/models"]. Members never name server paths: they name datasets and models by '
+        "id. The data folder itself is never allowed (its objects are named by id).",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     max_upload_mb: int = Field(default=100, ge=1, description="Largest dataset upload, in MB.")
@@ -41,6 +48,31 @@ class Settings(BaseSettings):
     )
     max_archive_files: int = Field(
         default=10_000, ge=1, description="Most files a model archive may hold."
+    )
+    # request limits (security)
+    max_body_kb: int = Field(
+        default=1024,
+        ge=1,
+        description="Largest request body of a JSON call or a web form, in KiB (file uploads "
+        "have their own limits); a larger body answers 413 before it is read.",
+    )
+    max_chat_body_kb: int = Field(
+        default=4096,
+        ge=1,
+        description="Largest body of POST /v1/chat/completions, in KiB: a whole conversation "
+        "(4 MiB holds a 128k-token context even with every character sent \\u-escaped).",
+    )
+    max_archive_ratio: float = Field(
+        default=20.0,
+        ge=1,
+        description="A model archive may extract to at most this many times its own size "
+        "(its first MiB is not judged); weights compress about 1.1x, so more is a bomb.",
+    )
+    max_model_extracted_mb: int = Field(
+        default=40_000,
+        ge=1,
+        description="Most bytes a model archive may extract to, in MB; about twice "
+        "max_model_upload_mb, as weights barely compress.",
     )
     max_record_chars: int = Field(
         default=200_000, ge=1, description="A record longer than this is reported as over-long."
@@ -105,6 +137,11 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
+
+    @property
+    def hub_cache_dir(self) -> Path:
+        """Hub downloads, shared by imports and runs that train from a Hub id."""
+        return self.data_dir / "hub-cache"
 
     @property
     def tmp_dir(self) -> Path:

@@ -83,3 +83,51 @@ def test_sharegpt_roles_are_mapped() -> None:
     out = convert(1, row, FormatSpec("sharegpt"), 1000)
     assert out.record is not None
     assert [m["role"] for m in out.record["messages"]] == ["user", "assistant"]
+
+
+def test_every_wrong_field_of_a_row_is_named() -> None:
+    qa = convert(5, {"question": ["a"], "answer": ""}, FormatSpec("qa"), 1000)
+    assert [(p.row, p.field, p.kind) for p in qa.problems] == [
+        (5, "question", "wrong_type"),
+        (5, "answer", "empty_field"),
+    ]
+    # a turn with a bad role and no content: both, not the role alone
+    turn = {"messages": [{"role": "robot", "content": ""}, {"role": "assistant", "content": 1}]}
+    chat = convert(6, turn, FormatSpec("openai"), 1000)
+    assert [(p.row, p.field, p.kind) for p in chat.problems] == [
+        (6, "messages[0].role", "bad_role"),
+        (6, "messages[0].content", "empty_field"),
+    ]
+    assert chat.problems[1].message == "the field `messages[0].content` is empty"
+
+
+def test_other_fields_with_invalid_utf8_are_a_problem_not_a_crash() -> None:
+    # CSV keeps invalid bytes as surrogates; the record could not be written
+    row = {"question": "چرا؟", "answer": "چون.", "source\udcff": "x", "note": "b\udcfe"}
+    out = convert(2, row, FormatSpec("qa"), 1000)
+    assert out.record is None
+    assert [(p.field, p.kind) for p in out.problems] == [
+        ("source?", "bad_utf8"),
+        ("note", "bad_utf8"),
+    ]
+
+
+def test_bidi_controls_are_a_warning_naming_row_and_field() -> None:
+    row = {"question": "رمز \u202eنیست\u202c درست", "answer": "باشه"}
+    out = convert(3, row, FormatSpec("qa"), 1000)
+    assert out.record is not None and not out.problems
+    (warning,) = out.warnings
+    assert (warning.row, warning.field, warning.kind) == (3, "question", "bidi_control")
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE" in warning.message
+    assert "character 5" in warning.message
+    isolate = {
+        "messages": [{"role": "user", "content": "a\u2067b"}, {"role": "assistant", "content": "c"}]
+    }
+    (warning,) = convert(4, isolate, FormatSpec("openai"), 1000).warnings
+    assert warning.field == "messages[0].content" and "U+2067" in warning.message
+
+
+def test_zwnj_and_directional_marks_of_persian_text_are_no_warning() -> None:
+    row = {"question": "کتاب\u200cها\u200f را می\u200cخوانم\u200e؟", "answer": "بله"}
+    out = convert(1, row, FormatSpec("qa"), 1000)
+    assert out.record is not None and out.warnings == []

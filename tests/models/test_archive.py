@@ -4,17 +4,27 @@ nothing behind (inside or outside the destination) when it does."""
 from __future__ import annotations
 
 import io
+import json
+import os
+import struct
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from lastedocation.api import create_app
 from lastedocation.errors import Conflict, InvalidInput, PayloadTooLarge, StudioError
 from lastedocation.models.archive import archive_kind, extract_archive, make_archive
+from lastedocation.settings import Settings
+from tests.conftest import ADMIN, add_account, sign_in
 
 LIMITS = {"max_total_bytes": 10 * 2**20, "max_files": 50}
+MB = 2**20
 
 
 @pytest.fixture
@@ -152,7 +162,10 @@ def test_zip_bomb_is_stopped_by_bytes_written_not_by_its_headers(area: tuple[Pat
         for _ in range(200):  # 200 MB of zeros
             member.write(zeros)
     assert archive.stat().st_size < 2**20
-    error = _refused(archive, studio, PayloadTooLarge, "over the limit of 10485760 bytes")
+    # (the ratio cap alone would stop it sooner: this is the size cap's own test)
+    error = _refused(
+        archive, studio, PayloadTooLarge, "over the limit of 10485760 bytes", max_ratio=10**6
+    )
     assert error.extra["rule"] == "max_total_bytes"
 
     # the same bomb with headers that lie (1 KB declared): refused all the same
@@ -164,16 +177,34 @@ def test_zip_bomb_is_stopped_by_bytes_written_not_by_its_headers(area: tuple[Pat
     _refused(liar, studio, InvalidInput, "damaged")
 
 
+def _compressible(ratio: int, size: int = 4 * MB) -> bytes:
+    """`size` bytes that deflate to a little more than size / ratio: random, then zeros."""
+    head = os.urandom(size // ratio)
+    return head + bytes(size - len(head))
+
+
 def test_compression_ratio_is_capped(area: tuple[Path, Path]) -> None:
     src, studio = area
-    archive = _zip(src / "m.zip", {"model/zeros.bin.txt": bytes(5 * 2**20)})
-    _refused(
+    archive = _zip(src / "m.zip", {"model/zeros.bin.txt": bytes(5 * MB)})
+    error = _refused(
         archive,
         studio,
         PayloadTooLarge,
-        "more than 100 times its compressed size",
+        "more than 20 times its compressed size .*LASTEDOCATION_MAX_ARCHIVE_RATIO",
         max_total_bytes=2**30,
     )
+    assert error.extra == {"member": "model/zeros.bin.txt", "rule": "max_ratio", "limit": 20.0}
+
+    # 15x is refused when the limit is 10x, and passes the default of 20x
+    fifteen = _zip(src / "fifteen.zip", {"model/w.safetensors": _compressible(15)})
+    assert 14 < 4 * MB / fifteen.stat().st_size < 16
+    _refused(fifteen, studio, PayloadTooLarge, "more than 10 times", max_ratio=10)
+    folder = extract_archive(fifteen, studio / "model", **LIMITS)  # type: ignore[arg-type]
+    assert (folder / "w.safetensors").stat().st_size == 4 * MB
+
+    # the first MiB is not judged: small text files compress very well and are harmless
+    text = _zip(src / "text.zip", {"model/tokenizer.json": b" " * (MB - 1)})
+    assert extract_archive(text, studio / "text", **LIMITS)  # type: ignore[arg-type]
 
 
 def test_file_count_is_capped(area: tuple[Path, Path]) -> None:
@@ -233,3 +264,89 @@ def test_make_archive_round_trips_deterministically(tmp_path: Path, suffix: str)
 
     with pytest.raises(InvalidInput, match=r"must end in \.tar\.gz"):
         make_archive(folder, tmp_path / "x.rar")
+
+
+def _safetensors(data: bytes) -> bytes:
+    """A valid safetensors file that holds `data` as one U8 tensor."""
+    entry = {"dtype": "U8", "shape": [len(data)], "data_offsets": [0, len(data)]}
+    header = json.dumps({"w": entry}).encode()
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def _model_archive(path: Path, files: dict[str, bytes], mode: str = "w:gz") -> Path:
+    """A model folder (config.json, weights, and `files` on top) as an archive."""
+    members = {
+        "config.json": b'{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}',
+        "model.safetensors": _safetensors(bytes(16)),
+        **files,
+    }
+    return _tar(
+        path, lambda tf: [_file(tf, f"model/{n}", data) for n, data in members.items()], mode
+    )
+
+
+@contextmanager
+def _studio(tmp_path: Path, **settings: Any) -> Iterator[tuple[TestClient, Path]]:
+    """The app on its own data folder with these settings, signed in as an admin;
+    also its folder of temporary files."""
+    studio = Settings(data_dir=tmp_path / "studio-app", import_sample_dataset=False, **settings)
+    with TestClient(create_app(studio)) as client:
+        add_account(studio, ADMIN, role="admin")
+        sign_in(client)
+        yield client, studio.tmp_dir
+
+
+def _upload(client: TestClient, archive: Path) -> Any:
+    return client.post(
+        "/api/v1/models/import/archive", files={"file": (archive.name, archive.read_bytes())}
+    )
+
+
+def test_the_studio_extracts_archives_within_its_settings(tmp_path: Path) -> None:
+    with _studio(tmp_path, max_model_extracted_mb=3, max_archive_ratio=10) as (client, tmp):
+        weights = _safetensors(os.urandom(4 * MB))  # random: it does not compress
+        answer = _upload(
+            client, _model_archive(tmp_path / "big.tgz", {"more.safetensors": weights})
+        )
+        assert answer.status_code == 413, answer.text
+        assert "LASTEDOCATION_MAX_MODEL_EXTRACTED_MB" in answer.json()["detail"]
+        assert answer.json()["rule"] == "max_total_bytes"
+        assert answer.json()["limit"] == 3 * MB
+        assert list(tmp.iterdir()) == []
+
+        weights = _safetensors(_compressible(15, 2 * MB))
+        answer = _upload(
+            client, _model_archive(tmp_path / "x15.tgz", {"more.safetensors": weights})
+        )
+        assert answer.status_code == 413, answer.text
+        assert "more than 10 times" in answer.json()["detail"]
+        assert answer.json()["rule"] == "max_ratio"
+        assert list(tmp.iterdir()) == []
+
+        weights = _safetensors(os.urandom(2 * MB))
+        answer = _upload(client, _model_archive(tmp_path / "ok.tgz", {"more.safetensors": weights}))
+        assert answer.status_code == 201, answer.text
+        assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "name", ["config.json", "tokenizer_config.json", "model.safetensors.index.json"]
+)
+def test_a_deeply_nested_json_file_is_a_400_naming_it(tmp_path: Path, name: str) -> None:
+    nested = b"[" * 100_000 + b"]" * 100_000
+    with _studio(tmp_path) as (client, _):
+        answer = _upload(client, _model_archive(tmp_path / "nested.tar.gz", {name: nested}))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["file"] == name
+    assert answer.json()["detail"] == f"{name} is refused: its JSON is nested too deeply"
+
+
+def test_a_huge_json_file_is_a_400_naming_it_and_is_not_read(tmp_path: Path) -> None:
+    padding = os.urandom(17 * MB).hex()  # 34 MB of text that does not compress much
+    huge = json.dumps({"model_type": "llama", "padding": padding}).encode()
+    archive = _model_archive(tmp_path / "huge.tar", {"config.json": huge}, mode="w")
+    with _studio(tmp_path) as (client, _):
+        answer = _upload(client, archive)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["file"] == "config.json"
+    assert f"is {len(huge):,} bytes; a model's JSON files have at most" in answer.json()["detail"]

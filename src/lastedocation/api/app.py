@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from lastedocation import __version__
+from lastedocation.api.limits import BodyLimit
 from lastedocation.api.routes import auth, datasets, health, models, openai_compat, runs
 from lastedocation.auth.ratelimit import LoginLimiter
 from lastedocation.auth.tokens import TokenSigner, load_signing_key
@@ -20,6 +21,7 @@ from lastedocation.db import make_engine, migrate, session_factory
 from lastedocation.errors import StudioError
 from lastedocation.inference.cache import ModelCache
 from lastedocation.models.evaluator import Evaluator
+from lastedocation.paths import hide_data_dir
 from lastedocation.runs.executor import LocalExecutor
 from lastedocation.runs.live import EventHub
 from lastedocation.runs.supervisor import Supervisor
@@ -89,6 +91,9 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     async def _studio_error(request: Request, exc: StudioError) -> Response:
         if exc.status_code >= 500:
             log.exception("unexpected error", exc_info=exc)
+        # a message from a library may name a file by its path: never the data folder's
+        exc.detail = hide_data_dir(exc.detail, settings.data_dir)
+        exc.extra = hide_data_dir(exc.extra, settings.data_dir)
         if web.is_page(request):
             return web.error_page(request, exc)
         return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
@@ -104,6 +109,8 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
             {"error": "invalid_input", "detail": detail, "problems": problems}, status_code=422
         )
 
+    # every body but a file upload: refused with 413 before it is read, if too large
+    app.add_middleware(BodyLimit, settings=settings, answer=_studio_error)
     app.include_router(health.router)
     app.include_router(auth.router, prefix="/api/v1")
     app.include_router(datasets.router, prefix="/api/v1")

@@ -71,9 +71,15 @@ def _disposition(headers: list[tuple[bytes, bytes]]) -> tuple[str, str | None]:
 
 
 async def receive_upload(
-    request: Request, *, dest: Path, limit: int, file_field: str = "file"
+    request: Request,
+    *,
+    dest: Path,
+    limit: int,
+    file_field: str = "file",
+    setting: str = "LASTEDOCATION_MAX_UPLOAD_MB",
 ) -> Upload:
-    """Write the `file_field` part of a multipart request to `dest`."""
+    """Write the `file_field` part of a multipart request to `dest`; past `limit`, a 413
+    that names the `setting` that sets it."""
     content_type, params = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise InvalidInput(
@@ -82,8 +88,7 @@ async def receive_upload(
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + _ENVELOPE:
         raise PayloadTooLarge(
-            f"the upload is {int(declared):,} bytes; the limit is {limit:,} bytes "
-            "(LASTEDOCATION_MAX_UPLOAD_MB)",
+            f"the upload is {int(declared):,} bytes; the limit is {limit:,} bytes ({setting})",
             limit_bytes=limit,
         )
     part = _Part()
@@ -112,7 +117,7 @@ async def receive_upload(
         if part.out is not None:
             if part.size > limit:
                 raise PayloadTooLarge(
-                    f"the file passes the limit of {limit:,} bytes (LASTEDOCATION_MAX_UPLOAD_MB)",
+                    f"the file passes the limit of {limit:,} bytes ({setting})",
                     limit_bytes=limit,
                 )
             part.out.write(data[start:end])

@@ -9,6 +9,8 @@ Canonical records (what the store keeps and training reads):
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +32,10 @@ _SHAREGPT_ROLES = {
     "model": "assistant",
 }
 _ROLES = ("system", "user", "assistant")
+# Embeddings, overrides and isolates (U+202A..U+202E, U+2066..U+2069) make text show
+# in another order than it is stored ("Trojan Source"). Persian text needs ZWNJ and
+# the marks RLM/LRM (U+200F, U+200E), which only nudge neutral characters: no warning.
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class FormatSpec:
 class Converted:
     record: dict[str, Any] | None
     problems: list[Problem] = field(default_factory=list)
+    # worth a look, but the row stays valid
+    warnings: list[Problem] = field(default_factory=list)
     # field (in the user's words) -> text, for statistics
     texts: list[tuple[str, str]] = field(default_factory=list)
     chars: int = 0
@@ -135,10 +143,14 @@ def convert(row: int, data: Any, spec: FormatSpec, max_chars: int) -> Converted:
         out = _convert_chat(row, data, "conversations", "from", "value", _SHAREGPT_ROLES)
     else:
         out = _convert_text(row, data, spec.text_field)
-    if out.record is not None:
-        used = {spec.question_field, spec.answer_field} if spec.data_format == "qa" else set()
-        used |= {"messages", "conversations", "instruction", "input", "output", spec.text_field}
-        out.record["meta"] = {k: v for k, v in data.items() if k not in used}
+    used = {spec.question_field, spec.answer_field} if spec.data_format == "qa" else set()
+    used |= {"messages", "conversations", "instruction", "input", "output", spec.text_field}
+    meta = {k: v for k, v in data.items() if k not in used}
+    out.problems.extend(_meta_problems(row, meta))
+    if out.problems:
+        out.record = None
+    elif out.record is not None:
+        out.record["meta"] = meta
     if out.chars > max_chars:
         message = f"the record has {out.chars:,} characters; the limit is {max_chars:,}"
         out.problems.append(Problem(row, None, "too_long", message))
@@ -147,12 +159,22 @@ def convert(row: int, data: Any, spec: FormatSpec, max_chars: int) -> Converted:
 
 
 def _text(
-    row: int, data: Mapping[str, Any], name: str, *, required: bool = True
-) -> tuple[str | None, Problem | None]:
+    out: Converted,
+    row: int,
+    data: Mapping[str, Any],
+    name: str,
+    *,
+    label: str | None = None,
+    required: bool = True,
+) -> str | None:
+    """The text of field `name`, or None with its problem added to `out`. `label` is
+    the field in the user's words when it is not `name` (`messages[0].content`)."""
+    label = label or name
     if name not in data or data[name] is None:
         if not required:
-            return "", None
-        return None, Problem(row, name, "missing_field", f"the field `{name}` is missing")
+            return ""
+        out.problems.append(Problem(row, label, "missing_field", f"the field `{label}` is missing"))
+        return None
     value = data[name]
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         kind = (
@@ -162,14 +184,26 @@ def _text(
             if isinstance(value, Mapping)
             else type(value).__name__
         )
-        return None, Problem(row, name, "wrong_type", f"`{name}` must be text, got {kind}")
+        out.problems.append(
+            Problem(row, label, "wrong_type", f"`{label}` must be text, got {kind}")
+        )
+        return None
     text = value if isinstance(value, str) else str(value)
-    problem = _utf8_problem(row, name, text)
+    problem = _utf8_problem(row, label, text)
     if problem:
-        return None, problem
+        out.problems.append(problem)
+        return None
     if required and not text.strip():
-        return None, Problem(row, name, "empty_field", f"the field `{name}` is empty")
-    return text, None
+        out.problems.append(Problem(row, label, "empty_field", f"the field `{label}` is empty"))
+        return None
+    if bidi := _BIDI_CONTROLS.search(text):
+        character = f"U+{ord(bidi.group()):04X} {unicodedata.name(bidi.group())}"
+        message = (
+            f"`{label}` holds the bidirectional control {character} at character "
+            f"{bidi.start() + 1}: the text may show in another order than it is stored"
+        )
+        out.warnings.append(Problem(row, label, "bidi_control", message))
+    return text
 
 
 def _utf8_problem(row: int, name: str, text: str) -> Problem | None:
@@ -183,16 +217,28 @@ def _utf8_problem(row: int, name: str, text: str) -> Problem | None:
     return None
 
 
+def _meta_problems(row: int, meta: Mapping[str, Any]) -> list[Problem]:
+    """The other fields are stored as they came, so invalid UTF-8 in a name or a value
+    could not be written. Only CSV keeps it (as surrogates, in flat string values): the
+    JSON parsers refuse it."""
+    problems = []
+    for name, value in meta.items():
+        strings = [name, value] if isinstance(value, str) else [name]
+        for text in strings:
+            if problem := _utf8_problem(row, name.encode(errors="replace").decode(), text):
+                problems.append(problem)
+                break
+    return problems
+
+
 def _convert_pairs(
     row: int, data: Mapping[str, Any], fields: tuple[tuple[str, str], ...]
 ) -> Converted:
     out = Converted(None)
     messages = []
     for name, role in fields:
-        text, problem = _text(row, data, name)
-        if problem:
-            out.problems.append(problem)
-        elif text is not None:
+        text = _text(out, row, data, name)
+        if text is not None:
             messages.append({"role": role, "content": text})
             out.texts.append((name, text))
             out.chars += len(text)
@@ -205,10 +251,8 @@ def _convert_alpaca(row: int, data: Mapping[str, Any]) -> Converted:
     out = Converted(None)
     values: dict[str, str] = {}
     for name in ("instruction", "input", "output"):
-        text, problem = _text(row, data, name, required=name != "input")
-        if problem:
-            out.problems.append(problem)
-        elif text is not None:
+        text = _text(out, row, data, name, required=name != "input")
+        if text is not None:
             values[name] = text
             out.texts.append((name, text))
             out.chars += len(text)
@@ -264,19 +308,10 @@ def _convert_chat(
             allowed = ", ".join(sorted(roles))
             message = f"`{where}.{role_key}` is {raw_role!r}; expected one of {allowed}"
             out.problems.append(Problem(row, f"{where}.{role_key}", "bad_role", message))
+        # the content is checked even after a bad role: every wrong field is named
+        text = _text(out, row, turn, content_key, label=f"{where}.{content_key}")
+        if role is None or text is None:
             continue
-        text, problem = _text(row, turn, content_key)
-        if problem:
-            out.problems.append(
-                Problem(
-                    row,
-                    f"{where}.{content_key}",
-                    problem.kind,
-                    problem.message.replace(f"`{content_key}`", f"`{where}.{content_key}`"),
-                )
-            )
-            continue
-        assert text is not None
         messages.append({"role": role, "content": text})
         out.texts.append((role, text))
         out.chars += len(text)
@@ -313,10 +348,8 @@ def _order_problem(messages: list[dict[str, str]]) -> str | None:
 
 def _convert_text(row: int, data: Mapping[str, Any], name: str) -> Converted:
     out = Converted(None)
-    text, problem = _text(row, data, name)
-    if problem:
-        out.problems.append(problem)
-    elif text is not None:
+    text = _text(out, row, data, name)
+    if text is not None:
         out.texts.append((name, text))
         out.chars = len(text)
         out.record = {"row": row, "text": text}

@@ -35,6 +35,11 @@ from lastedocation.datasets.stats import StatsAccumulator
 from lastedocation.errors import InvalidInput
 
 _DETECT_SAMPLE = 50
+# A character takes up to 6 bytes in JSON (a \uXXXX escape); the rest of a row (keys,
+# other fields) gets the same again, and at least 1 MiB when records are short. Longer
+# lines and JSON rows are refused unread, which bounds the memory a row can take.
+_BYTES_PER_RECORD_CHAR = 12
+_MIN_LINE_BYTES = 1024 * 1024
 # Offsets of every Nth canonical row, so a preview page seeks instead of scanning.
 INDEX_EVERY = 500
 
@@ -61,6 +66,9 @@ class Report:
     by_kind: Counter[str] = field(default_factory=Counter)
     empty_answers: int = 0
     fatal: str | None = None
+    # worth a look, but they leave the row valid and the report ok
+    warnings_total: int = 0
+    warnings: list[Problem] = field(default_factory=list)
 
     def add(self, problem: Problem) -> None:
         self.problems_total += 1
@@ -69,6 +77,11 @@ class Report:
             self.problems.append(problem)
         if problem.fatal:
             self.fatal = problem.message
+
+    def warn(self, warning: Problem) -> None:
+        self.warnings_total += 1
+        if len(self.warnings) < self.max_shown:
+            self.warnings.append(warning)
 
     @property
     def ok(self) -> bool:
@@ -86,6 +99,8 @@ class Report:
             "empty_answers": self.empty_answers,
             "fatal": self.fatal,
             "problems": [p.to_dict() for p in self.problems],
+            "warnings_total": self.warnings_total,
+            "warnings": [w.to_dict() for w in self.warnings],
         }
 
 
@@ -124,7 +139,11 @@ def scan_file(
     With `max_rows`, stop after that many valid rows (the report covers what was read)."""
     file_format = options.file_format or _file_format(path, filename)
     items = read_records(
-        path, file_format, progress=progress, max_field_chars=options.max_record_chars + 1
+        path,
+        file_format,
+        progress=progress,
+        max_field_chars=options.max_record_chars + 1,
+        max_line_bytes=max(options.max_record_chars * _BYTES_PER_RECORD_CHAR, _MIN_LINE_BYTES),
     )
     report = Report(options.max_errors_shown)
     head = list(itertools.islice(items, _DETECT_SAMPLE))
@@ -154,6 +173,8 @@ def scan_file(
             continue
         report.rows_seen += 1
         converted = convert(item.row, item.data, spec, options.max_record_chars)
+        for warning in converted.warnings:
+            report.warn(warning)
         if converted.problems:
             report.rows_invalid += 1
             for problem in converted.problems:
@@ -222,8 +243,14 @@ def _file_format(path: Path, filename: str) -> FileFormat:
 
 
 def _unknown_format_message(head: list[Item]) -> str:
+    # a CSV header keeps invalid UTF-8 as surrogates: shown as "?" so the report can be sent
     keys = sorted(
-        {str(k) for i in head if isinstance(i, Record) and isinstance(i.data, dict) for k in i.data}
+        {
+            str(k).encode(errors="replace").decode()
+            for i in head
+            if isinstance(i, Record) and isinstance(i.data, dict)
+            for k in i.data
+        }
     )
     seen = ", ".join(f"`{k}`" for k in keys[:12]) or "no fields"
     return (

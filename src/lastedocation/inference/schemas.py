@@ -11,12 +11,16 @@ optional fields over time.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from lastedocation.errors import InvalidInput
 from lastedocation.inference.generate import MAX_STOP_STRINGS, GenerationSettings
+
+# Most messages in a conversation and parts in a message: far above any real chat.
+MAX_MESSAGES = 4096
+MAX_PARTS = 256
 
 
 class TextPart(BaseModel):
@@ -28,7 +32,7 @@ class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    content: str | Annotated[list[TextPart], Field(max_length=MAX_PARTS)]
     name: str | None = None
 
     def as_turn(self) -> dict[str, str]:
@@ -49,7 +53,9 @@ class ChatCompletionCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1, description="A model's name or id, from GET /v1/models.")
-    messages: list[ChatMessageIn] = Field(min_length=1)
+    # bounded, so that a body of many invalid items stops at the first (pydantic would
+    # build an error object for each of them on the event loop)
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float = Field(default=1.0, ge=0, le=2, description="0: greedy.")
@@ -58,13 +64,13 @@ class ChatCompletionCreate(BaseModel):
     max_completion_tokens: int | None = Field(
         default=None, ge=1, description="The newer name of max_tokens; wins when both are sent."
     )
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=64)] | None = None
     seed: int | None = None
     repetition_penalty: float = Field(default=1.0, gt=0)
     n: int = 1
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
-    tools: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
 
     def turns(self) -> list[dict[str, str]]:
         return [message.as_turn() for message in self.messages]

@@ -1,6 +1,6 @@
 """Model archives (.zip, .tar, .tar.gz): extracted safely, written deterministically.
 
-    folder = extract_archive(upload, dest, max_total_bytes=..., max_files=...)
+    folder = extract_archive(upload, dest, max_total_bytes=..., max_files=..., max_ratio=...)
     make_archive(model_folder, out / "model.tar.gz")
 
 Extraction trusts nothing the archive says about itself. The kind is read from
@@ -8,8 +8,10 @@ the content, not the name. Every member name is checked (no absolute paths,
 drive letters, backslashes or `..`); only regular files and folders are made
 (symlinks, hard links, devices and fifos are refused); sizes are counted from the
 bytes actually written, so a zip bomb that lies in its headers is stopped while
-it is copied. Everything goes to a temporary folder beside `dest` that is renamed
-to `dest` only when all members passed; on any error it is removed again.
+it is copied, as is one that expands more than `max_ratio` times the archive's size
+(the studio passes its settings `max_model_extracted_mb` and `max_archive_ratio`).
+Everything goes to a temporary folder beside `dest` that is renamed to `dest` only
+when all members passed; on any error it is removed again.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ CHUNK = 1 << 20
 # compression ratios below this many written bytes are not judged (tiny text files
 # compress very well and are harmless)
 RATIO_FLOOR_BYTES = 1 << 20
+# safetensors weights compress about 1.1x and tokenizer files 4-5x, so a real model
+# archive stays far below this; a bomb (gzip's best is about 1000x) does not
+MAX_RATIO = 20.0
 SKIPPED = ("__MACOSX", ".DS_Store")  # what macOS adds to every zip it makes
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _DAMAGED = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
@@ -78,7 +83,8 @@ def _zip_members(archive: zipfile.ZipFile, max_files: int) -> Iterator[tuple[str
     infos = archive.infolist()
     if len(infos) > max_files:
         raise PayloadTooLarge(
-            f"the archive has {len(infos)} members; at most {max_files} are allowed",
+            f"the archive has {len(infos)} members; at most {max_files} are allowed "
+            "(LASTEDOCATION_MAX_ARCHIVE_FILES)",
             rule="max_files",
             limit=max_files,
         )
@@ -101,7 +107,9 @@ def _tar_members(archive: tarfile.TarFile, max_files: int) -> Iterator[tuple[str
     for count, member in enumerate(archive, start=1):
         if count > max_files:
             raise PayloadTooLarge(
-                f"the archive has more than {max_files} members", rule="max_files", limit=max_files
+                f"the archive has more than {max_files} members (LASTEDOCATION_MAX_ARCHIVE_FILES)",
+                rule="max_files",
+                limit=max_files,
             )
         if member.issym():
             raise _refuse(member.name, f"symlinks are not allowed (it points to {member.linkname})")
@@ -134,7 +142,7 @@ class _Budget:
         if self.written > self.max_total_bytes:
             raise PayloadTooLarge(
                 f"archive member {member!r} takes the extracted size over the limit of "
-                f"{self.max_total_bytes} bytes",
+                f"{self.max_total_bytes} bytes (LASTEDOCATION_MAX_MODEL_EXTRACTED_MB)",
                 member=member,
                 rule="max_total_bytes",
                 limit=self.max_total_bytes,
@@ -142,7 +150,8 @@ class _Budget:
         if self.written > self.ratio_cap:
             raise PayloadTooLarge(
                 f"archive member {member!r} expands the archive more than {self.max_ratio:g} "
-                "times its compressed size (a zip bomb?)",
+                "times its compressed size (a zip bomb?); model weights compress about 1.1x "
+                "(LASTEDOCATION_MAX_ARCHIVE_RATIO)",
                 member=member,
                 rule="max_ratio",
                 limit=self.max_ratio,
@@ -177,7 +186,7 @@ def extract_archive(
     *,
     max_total_bytes: int,
     max_files: int,
-    max_ratio: float = 100.0,
+    max_ratio: float = MAX_RATIO,
 ) -> Path:
     """Extract a model archive into `dest` (which must not exist yet); return the model folder.
 

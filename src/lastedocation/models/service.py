@@ -12,9 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from starlette.requests import Request
 
-from lastedocation.api.upload import receive_upload
 from lastedocation.auth.models import User
 from lastedocation.datasets.service import get_dataset, records_path
 from lastedocation.errors import Conflict, InvalidInput, NotFound
@@ -22,31 +20,33 @@ from lastedocation.models import archive, hub, registry
 from lastedocation.models import export as exporting
 from lastedocation.models.entries import ModelEntry, ModelEvaluation
 from lastedocation.models.schemas import EvaluationCreate
-from lastedocation.settings import Settings
+from lastedocation.paths import hide_data_dir
+from lastedocation.settings import MB, Settings
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 
 
-async def import_archive(
-    *, request: Request, session: Session, settings: Settings, user: User
+def import_archive(
+    *, session: Session, settings: Settings, user: User, path: Path, filename: str
 ) -> ModelEntry:
-    """An uploaded archive of a model folder, extracted safely and checked."""
+    """An uploaded archive of a model folder (the route received it into `path`, named
+    `filename` by the client), extracted safely and checked. It reads and writes every
+    byte of the model: call it in a worker thread, never on the event loop."""
+    name = Path(filename).name
+    if not name.lower().endswith(ARCHIVE_SUFFIXES):
+        raise InvalidInput(
+            f"{name!r} is not a model archive: upload a .zip or .tar.gz of a model folder",
+            field="file",
+        )
     settings.ensure_dirs()
-    part = settings.tmp_dir / f"model-upload-{uuid.uuid4().hex}.part"
     staging = settings.tmp_dir / f"model-import-{uuid.uuid4().hex}"
     try:
-        upload = await receive_upload(request, dest=part, limit=settings.max_model_upload_bytes)
-        name = Path(upload.filename).name
-        if not name.lower().endswith(ARCHIVE_SUFFIXES):
-            raise InvalidInput(
-                f"{name!r} is not a model archive: upload a .zip or .tar.gz of a model folder",
-                field="file",
-            )
         folder = archive.extract_archive(
-            part,
+            path,
             staging,
-            max_total_bytes=settings.max_model_upload_bytes * 4,
+            max_total_bytes=settings.max_model_extracted_mb * MB,
             max_files=settings.max_archive_files,
+            max_ratio=settings.max_archive_ratio,
         )
         suffix = next(s for s in ARCHIVE_SUFFIXES if name.lower().endswith(s))
         return registry.register_staged(
@@ -59,7 +59,6 @@ async def import_archive(
             owner_id=user.id,
         )
     finally:
-        part.unlink(missing_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -74,7 +73,7 @@ def import_hub(
 ) -> ModelEntry:
     """Download once into the studio's Hub cache and register the snapshot (hard links
     to the cached files where the file system allows)."""
-    snapshot = hub.download_model(repo_id, revision, settings.data_dir / "hub-cache")
+    snapshot = hub.download_model(repo_id, revision, settings.hub_cache_dir)
     staging = settings.tmp_dir / f"model-hub-{uuid.uuid4().hex}"
     try:
         registry.copy_tree(snapshot, staging)
@@ -92,10 +91,6 @@ def import_hub(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _export_dir(settings: Settings, entry: ModelEntry) -> Path:
-    return settings.data_dir / "exports" / f"{entry.id:06d}"
-
-
 def export_model(
     *,
     session: Session,
@@ -105,14 +100,17 @@ def export_model(
     license: str | None,
 ) -> dict[str, Any]:
     """Write `exports/<id>/<name>/` (and its archive), then load it fresh and generate."""
-    out_root = _export_dir(settings, entry)
+    out_root = registry.export_folder(settings, entry)
     shutil.rmtree(out_root, ignore_errors=True)
     out_root.mkdir(parents=True)
     folder = out_root / entry.name
     source = registry.model_folder(settings, entry)
     exporting.export_model(source, folder, card_info=_card_info(session, entry, license))
     smoke = exporting.smoke_test(folder, expected_chat_template=_chat_template(source))
-    result: dict[str, Any] = {"folder": str(folder), "smoke_test": smoke, "archive": None}
+    files = sorted(p.name for p in folder.iterdir() if p.is_file())
+    # names, never the server's path: the export is fetched as an archive or pushed
+    result: dict[str, Any] = {"name": entry.name, "files": files, "smoke_test": smoke}
+    result["archive"] = None
     if archive_format is not None:
         path = out_root / f"{entry.name}.{archive_format}"
         archive.make_archive(folder, path)
@@ -142,7 +140,7 @@ def _card_info(session: Session, entry: ModelEntry, license: str | None) -> dict
 
 
 def export_archive(*, settings: Settings, entry: ModelEntry) -> Path:
-    folder = _export_dir(settings, entry)
+    folder = registry.export_folder(settings, entry)
     found = sorted(p for p in folder.glob(f"{entry.name}.*") if p.is_file())
     if not found:
         raise NotFound(
@@ -161,7 +159,7 @@ def push(
     token: str,
     private: bool,
 ) -> dict[str, Any]:
-    folder = _export_dir(settings, entry) / entry.name
+    folder = registry.export_folder(settings, entry) / entry.name
     if not folder.is_dir():
         export_model(
             session=session, settings=settings, entry=entry, archive_format=None, license=None
@@ -261,7 +259,8 @@ def run_next_evaluation(*, session: Session, settings: Settings) -> ModelEvaluat
         evaluation.state = "completed"
     except Exception as exc:  # stored for the user: the evaluation failed, not the studio
         session.rollback()
-        evaluation.state, evaluation.message = "failed", str(exc) or type(exc).__name__
+        message = hide_data_dir(str(exc) or type(exc).__name__, settings.data_dir)
+        evaluation.state, evaluation.message = "failed", message
     evaluation.finished_at = datetime.now(UTC)
     session.commit()
     return evaluation

@@ -25,6 +25,9 @@ PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib"
 INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors format's own limit
+# config.json, tokenizer_config.json and the index are read whole; the largest real one
+# we know is the index of a 1T-parameter mixture of experts, about 13 MB
+MAX_JSON_BYTES = 32 * 2**20
 # bytes per element, by safetensors dtype name
 DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
@@ -61,6 +64,21 @@ def _refuse(path: Path, rule: str, fix: str = "") -> InvalidInput:
     return InvalidInput(detail, file=path.name, rule=rule)
 
 
+def _read_json(path: Path) -> Any:
+    """One of the model's JSON files; refused, naming it, when it is too large to read,
+    nested too deeply to parse, or not JSON."""
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        limit = f"{MAX_JSON_BYTES:,}"
+        raise _refuse(path, f"it is {size:,} bytes; a model's JSON files have at most {limit}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise _refuse(path, "its JSON is nested too deeply") from None
+    except ValueError:  # UnicodeDecodeError is one too
+        raise _refuse(path, "not valid JSON") from None
+
+
 def read_safetensors_header(path: Path) -> TensorFile:
     """Parse and check a safetensors header without loading a tensor."""
     size = path.stat().st_size
@@ -79,7 +97,7 @@ def read_safetensors_header(path: Path) -> TensorFile:
         raw = f.read(length)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):
         raise _refuse(path, "not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise _refuse(path, "not a safetensors file (its header is not a JSON object)")
@@ -103,7 +121,8 @@ def _check_entry(path: Path, name: str, entry: Any, data_bytes: int) -> str:
         raise _refuse(path, bad)
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     if (
-        dtype not in DTYPE_BYTES
+        not isinstance(dtype, str)  # (a list here would be unhashable below)
+        or dtype not in DTYPE_BYTES
         or not isinstance(shape, list)
         or not all(isinstance(d, int) and d >= 0 for d in shape)
         or not isinstance(offsets, list)
@@ -124,10 +143,10 @@ def _weight_files(folder: Path) -> list[Path]:
     index = folder / INDEX_FILE
     if not index.is_file():
         return sorted(p for p in folder.glob("*.safetensors") if p.is_file())
+    content = _read_json(index)
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        shards = sorted(set(weight_map.values()))
-    except (ValueError, KeyError, TypeError, AttributeError):
+        shards = sorted(set(content["weight_map"].values()))
+    except (KeyError, TypeError, AttributeError):
         raise _refuse(index, "not a valid safetensors index (no `weight_map`)") from None
     files = []
     for shard in shards:
@@ -146,10 +165,10 @@ def _chat_template(folder: Path) -> bool:
     config = folder / "tokenizer_config.json"
     if not config.is_file():
         return False
-    try:
-        return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
-    except (ValueError, AttributeError):
-        raise _refuse(config, "not valid JSON") from None
+    content = _read_json(config)
+    if not isinstance(content, dict):
+        raise _refuse(config, "not a JSON object")
+    return bool(content.get("chat_template"))
 
 
 def check_model_folder(folder: Path) -> ModelSummary:
@@ -174,10 +193,7 @@ def check_model_folder(folder: Path) -> ModelSummary:
             file="config.json",
             rule="config.json required",
         )
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise _refuse(config_path, "not valid JSON") from None
+    config = _read_json(config_path)
     if not isinstance(config, dict):
         raise _refuse(config_path, "not a JSON object")
     # every safetensors file is checked, also ones the model does not use
@@ -194,6 +210,8 @@ def check_model_folder(folder: Path) -> ModelSummary:
         by_dtype.update(header.parameters_by_dtype)
     main_dtype = by_dtype.most_common(1)[0][0] if by_dtype else "F32"
     architectures = config.get("architectures") or [config.get("model_type") or "unknown"]
+    if not isinstance(architectures, list):
+        raise _refuse(config_path, "its `architectures` is not a list")
     return ModelSummary(
         architecture=str(architectures[0]),
         model_type=str(config.get("model_type") or "unknown"),

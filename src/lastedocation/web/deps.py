@@ -47,9 +47,11 @@ async def csrf_checked(request: Request) -> None:
     """Forms and htmx requests repeat the CSRF cookie (header or `csrf_token` field)."""
     sent = request.headers.get(browser.CSRF_HEADER)
     if sent is None and request.method not in browser.SAFE_METHODS:
-        form = await request.form()
+        form = await request.form()  # Starlette caches it for the route
         field = form.get("csrf_token")
         sent = field if isinstance(field, str) else None
+        if not isinstance(field, str) or not field:
+            await form.close()  # refused below: its uploaded files (temp files) go now
     browser.check_csrf(
         method=request.method,
         key=signing_key(request),

@@ -3,10 +3,12 @@ export (folder + archive + model card), push to the Hub, delete, evaluations."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from lastedocation.api.deps import (
@@ -17,9 +19,10 @@ from lastedocation.api.deps import (
     SettingsDep,
     error_responses,
 )
-from lastedocation.api.upload import FILE_UPLOAD_BODY
+from lastedocation.api.upload import FILE_UPLOAD_BODY, receive_upload
 from lastedocation.datasets.schemas import MAX_DB_INT, RowId
 from lastedocation.models import registry, service
+from lastedocation.models.entries import ModelEntry
 from lastedocation.models.schemas import (
     EvaluationCreate,
     EvaluationPublic,
@@ -85,14 +88,32 @@ def register_folder(
     openapi_extra=FILE_UPLOAD_BODY,
     responses=error_responses(400, 409, 413, 422),
 )
-async def import_archive(
-    request: Request, session: SessionDep, settings: SettingsDep, user: CurrentUser
-) -> Any:
+async def import_archive(request: Request, settings: SettingsDep, user: CurrentUser) -> Any:
     """Upload a .zip or .tar.gz of a model folder (safetensors weights only); paths that
     leave the folder, links, too many files or too many bytes are refused."""
-    return await service.import_archive(
-        request=request, session=session, settings=settings, user=user
-    )
+    settings.ensure_dirs()
+    part = settings.tmp_dir / f"model-upload-{uuid.uuid4().hex}.part"
+    try:
+        upload = await receive_upload(
+            request,
+            dest=part,
+            limit=settings.max_model_upload_bytes,
+            setting="LASTEDOCATION_MAX_MODEL_UPLOAD_MB",
+        )
+
+        def work() -> ModelEntry:  # extracting copies every byte: off the event loop
+            with request.app.state.sessions() as session:
+                return service.import_archive(
+                    session=session,
+                    settings=settings,
+                    user=user,
+                    path=upload.path,
+                    filename=upload.filename,
+                )
+
+        return await run_in_threadpool(work)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 @router.post(
