@@ -20,6 +20,7 @@ from lastedocation.api.deps import (
     error_responses,
 )
 from lastedocation.api.upload import FILE_UPLOAD_BODY, receive_upload
+from lastedocation.auth.models import User
 from lastedocation.datasets.schemas import MAX_DB_INT, RowId
 from lastedocation.models import registry, service
 from lastedocation.models.entries import ModelEntry
@@ -33,6 +34,7 @@ from lastedocation.models.schemas import (
     ModelDetail,
     ModelPublic,
 )
+from lastedocation.settings import Settings
 
 # every route needs a signed-in user; the errors each route can give are documented
 router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(401))
@@ -91,6 +93,12 @@ def register_folder(
 async def import_archive(request: Request, settings: SettingsDep, user: CurrentUser) -> Any:
     """Upload a .zip or .tar.gz of a model folder (safetensors weights only); paths that
     leave the folder, links, too many files or too many bytes are refused."""
+    return await receive_model_archive(request, settings, user)
+
+
+async def receive_model_archive(request: Request, settings: Settings, user: User) -> ModelEntry:
+    """Stream the upload to a file, then import it in a worker thread (extracting and
+    hashing copy every byte: never on the event loop). The web page uses this too."""
     settings.ensure_dirs()
     part = settings.tmp_dir / f"model-upload-{uuid.uuid4().hex}.part"
     try:
@@ -101,7 +109,7 @@ async def import_archive(request: Request, settings: SettingsDep, user: CurrentU
             setting="LASTEDOCATION_MAX_MODEL_UPLOAD_MB",
         )
 
-        def work() -> ModelEntry:  # extracting copies every byte: off the event loop
+        def work() -> ModelEntry:
             with request.app.state.sessions() as session:
                 return service.import_archive(
                     session=session,

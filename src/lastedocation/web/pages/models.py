@@ -8,19 +8,17 @@ shows its message in the fragment, never a traceback."""
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Form, Request, status
 from fastapi import Path as InPath
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from lastedocation.api.deps import SessionDep, SettingsDep
-from lastedocation.api.upload import receive_upload
+from lastedocation.api.routes.models import receive_model_archive
 from lastedocation.auth.models import User
 from lastedocation.datasets import service as datasets
 from lastedocation.errors import Forbidden, InvalidInput, StudioError
@@ -115,32 +113,11 @@ def import_hub(
 async def import_archive(request: Request, settings: SettingsDep, user: PageUser) -> Response:
     """The page's script uploads here (with progress); the answer names the new model's
     page, or is an alert the script shows."""
-    settings.ensure_dirs()
-    part = settings.tmp_dir / f"model-upload-{uuid.uuid4().hex}.part"
     try:
-        upload = await receive_upload(
-            request,
-            dest=part,
-            limit=settings.max_model_upload_bytes,
-            setting="LASTEDOCATION_MAX_MODEL_UPLOAD_MB",
-        )
-
-        def work() -> ModelEntry:  # extracting copies every byte: off the event loop
-            with request.app.state.sessions() as session:
-                return service.import_archive(
-                    session=session,
-                    settings=settings,
-                    user=user,
-                    path=upload.path,
-                    filename=upload.filename,
-                )
-
-        entry = await run_in_threadpool(work)
+        entry = await receive_model_archive(request, settings, user)
     except StudioError as exc:
         context = {"message": language(request).gettext(exc.detail)}
         return render(request, "models/_problem.html", context, status_code=exc.status_code)
-    finally:
-        part.unlink(missing_ok=True)
     return Response(
         status_code=status.HTTP_201_CREATED, headers={"Location": f"/models/{entry.id}"}
     )
