@@ -51,3 +51,23 @@ def test_relative_paths_are_taken_from_the_config_folder(tmp_path: Path) -> None
     (tmp_path / "bad.yaml").write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_hostile_yaml_is_refused_before_it_expands(tmp_path: Path) -> None:
+    """A "billion laughs" document: nine aliases deep it would be 10**9 strings."""
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 10):
+        refs = ",".join(["*" + chr(96 + i)] * 10)
+        lines.append(f"{chr(97 + i)}: &{chr(97 + i)} [{refs}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="aliases"):
+        load_config(bomb)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("data: " + "[" * 50_000 + "]" * 50_000 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(deep)
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("name: " + "x" * (2 * 1024 * 1024) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="larger than"):
+        load_config(huge)
