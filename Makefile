@@ -28,9 +28,10 @@ assets: $(NPM_STAMP) $(STAMP)
 
 install: $(STAMP) assets
 
-# The end-to-end tests drive Debian's Chromium.
+# The end-to-end tests drive Debian's Chromium; a load test uploads with curl.
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	@command -v curl >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq curl >/dev/null)
 
 ## Install everything and start the studio on http://127.0.0.1:8000 (data in ./studio-data)
 studio: install
