@@ -207,3 +207,15 @@ def test_list_filters_by_state_and_hides_other_members_runs(
             other = mina.get(path)
             assert other.status_code == 404 and "پیدا نشد" in other.text, path
         assert "یکم" not in mina.get("/runs").text
+
+
+def test_refused_server_paths_read_in_persian() -> None:
+    from lastedocation.web.i18n import Language
+    from lastedocation.web.pages.runs_new import translate_problem
+
+    fa = Language("fa")
+    outside = "/etc is outside the folders admins may name (none are set; ...)"
+    assert translate_problem(fa, outside).startswith("/etc بیرون از پوشه‌هایی")
+    member = "only an admin may name a server path; members name a base model by ..."
+    assert translate_problem(fa, member) == "فقط مدیر می‌تواند پوشه‌ای روی سرور را نام ببرد"
+    assert "مدل‌های خود" in translate_problem(fa, "no model with id 5")

@@ -202,6 +202,13 @@ _PROBLEMS = [
     (r"Field required", "required"),
     (r"no (?:dataset|row) with id \d+.*", "choose one of your datasets"),
     (r"no file at .*", "choose one of your datasets"),
+    (r"no model with id \d+.*", "choose one of your models or a shared one"),
+    (r"only an admin may name a server path.*", "only an admin may name a folder on the server"),
+    (
+        r"(\S+) is outside the folders admins may name.*",
+        "{0} is outside the folders admins may name (LASTEDOCATION_SERVER_ROOTS)",
+    ),
+    (r"\S+ is inside the studio's data folder.*", "name datasets and models by their id"),
     (r"(.+) has no config\.json \(not a HF model\)", "{0} is not a Hugging Face model folder"),
     (r"this machine has (\d+) GPU\(s\).*", "this machine has {0} GPU(s); ask for no more"),
 ]
