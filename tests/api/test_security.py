@@ -230,15 +230,18 @@ def test_csrf_tokens_are_bound_to_the_session(client: TestClient, app: FastAPI) 
         assert second.cookies["ldt_csrf"] in page  # the page carries its session's token
 
 
-def _wait_completed(client: TestClient, run_id: int, timeout: float = 180) -> None:
+def _wait_final(client: TestClient, run_id: int, timeout: float = 180) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = client.get(f"/api/v1/runs/{run_id}").json()["state"]
-        if state in ("completed", "failed"):
-            assert state == "completed"
-            return
+        state = str(client.get(f"/api/v1/runs/{run_id}").json()["state"])
+        if state in ("completed", "failed", "stopped"):
+            return state
         time.sleep(0.3)
-    raise AssertionError(f"run {run_id} did not complete")
+    raise AssertionError(f"run {run_id} did not end")
+
+
+def _wait_completed(client: TestClient, run_id: int) -> None:
+    assert _wait_final(client, run_id) == "completed"
 
 
 @pytest.mark.slow
@@ -345,6 +348,7 @@ def test_an_admin_may_delete_an_account_with_everything_it_owned(
     model = upload_model(member_client, tiny_model, tmp_path, "purged")
     run = member_client.post("/api/v1/runs", json={"dataset_id": data, **TINY}).json()["id"]
     member_client.post(f"/api/v1/runs/{run}/stop")
+    _wait_final(member_client, run)  # the supervisor may have started it: stopping takes a moment
     owner = member_client.get("/api/v1/auth/me").json()["id"]
     with app.state.sessions() as session:  # as if the supervisor had started it
         row = session.get(Run, run)

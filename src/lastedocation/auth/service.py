@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -298,11 +299,20 @@ def deletable_user(*, session: Session, admin: User, user_id: int) -> User:
     return user
 
 
-def delete_user(*, session: Session, admin: User, user_id: int) -> dict[str, int]:
+def delete_user(
+    *,
+    session: Session,
+    admin: User,
+    user_id: int,
+    delete_owned: Callable[[int], object] | None = None,
+) -> dict[str, int]:
     """Delete an account and its tokens; everything it owned (datasets, runs, models)
     passes to the admin who deletes it, never to nobody: an object without an owner is
-    shared with every account. Returns how many of each were handed over."""
+    shared with every account. `delete_owned` (given the account's id) deletes those
+    objects first instead. Returns how many of each were handed over."""
     user = deletable_user(session=session, admin=admin, user_id=user_id)
+    if delete_owned is not None:
+        delete_owned(user.id)
     handed = ownership.hand_over(session, from_user_id=user.id, to_user_id=admin.id)
     session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
     session.execute(delete(RefreshToken).where(RefreshToken.user_id == user.id))

@@ -51,14 +51,8 @@ def resolve(
     if "train" in data:
         problems.append(("data.train", "the run's dataset gives the training data (dataset_id)"))
     data["train"] = str(records_path(settings, dataset))
-    validation_id = _id(data.pop("validation_dataset_id", None), "data.validation_dataset_id")
-    model_id = _id(model.pop("model_id", None), "model.model_id")
-    for field, value in (
-        ("data.validation_dataset_id", validation_id),
-        ("model.model_id", model_id),
-    ):
-        if isinstance(value, str):
-            problems.append((field, value))
+    validation_id = _id(data, "validation_dataset_id", "data", problems)
+    model_id = _id(model, "model_id", "model", problems)
     from_registry = model.get("source") == "registry"
     if model.get("source") == "local" and not user.is_admin:
         problems.append(("model.source", _MEMBER_PATH["model.path"] + " (local is for admins)"))
@@ -72,15 +66,19 @@ def resolve(
     ):
         if section.get(key) is not None and not (from_registry and key == "path"):
             problems.extend(_server_path(settings, user, section, key, kind))  # type: ignore[arg-type]
-    if isinstance(validation_id, int):
+    if validation_id is not None:
         try:
             held_out = get_dataset(session=session, dataset_id=validation_id, user=user)
             data["validation"] = str(records_path(settings, held_out))
         except StudioError as exc:
             problems.append(("data.validation_dataset_id", exc.detail))
-    if from_registry:
+    if from_registry and model_id is not None:
         problems.extend(_registry_model(session, settings, user, model, model_id))
-    elif model_id is not None:
+    elif from_registry and not any(field == "model.model_id" for field, _ in problems):
+        problems.append(
+            ("model.model_id", "source is registry: give the id of a model you can see")
+        )
+    elif not from_registry and model_id is not None:
         problems.append(("model.model_id", "a model id is for model.source registry"))
     default_cache = "cache_dir" not in model or model["cache_dir"] is None
     if default_cache:
@@ -107,28 +105,29 @@ def _section(config: dict[str, Any], name: str, problems: list[tuple[str, str]])
     return dict(value)
 
 
-def _id(value: Any, field: str) -> int | str | None:
-    """The id, a problem sentence, or None when not given."""
-    if value is None:
-        return None
+def _id(
+    section: dict[str, Any], key: str, name: str, problems: list[tuple[str, str]]
+) -> int | None:
+    """The id under `key` (taken out of the section), or None when not given or wrong
+    (then a problem says so)."""
+    value = section.pop(key, None)
     if isinstance(value, str) and value.isdigit() and len(value) < 20:  # as pydantic's lax mode
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DB_INT:
-        return "must be an id: a whole number, 1 or more"
-    return value
+    if value is None or (
+        isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_DB_INT
+    ):
+        return value
+    problems.append((f"{name}.{key}", "must be an id: a whole number, 1 or more"))
+    return None
 
 
 def _registry_model(
-    session: Session, settings: Settings, user: User, model: dict[str, Any], model_id: Any
+    session: Session, settings: Settings, user: User, model: dict[str, Any], model_id: int
 ) -> list[tuple[str, str]]:
     from lastedocation.models.registry import get_model, model_folder
 
     if "path" in model:
         return [("model.path", "source is registry: name the model by model.model_id only")]
-    if model_id is None:
-        return [("model.model_id", "source is registry: give the id of a model you can see")]
-    if not isinstance(model_id, int):
-        return []  # reported with the other ids
     try:
         entry = get_model(session=session, model_id=model_id, user=user)
     except StudioError as exc:

@@ -178,11 +178,16 @@ def delete_user(
 ) -> Response:
     """Delete an account. Everything it owned (datasets, runs, models) passes to you, or,
     with `delete_owned=true`, is deleted with it (409 while one of its runs trains)."""
-    service.deletable_user(session=session, admin=admin, user_id=user_id)
-    if delete_owned:
-        with request.app.state.supervisor.lock:  # no run may start while its rows go
-            ownership.delete_owned(
-                session, settings, user_id=user_id, cache=request.app.state.model_cache
-            )
-    service.delete_user(session=session, admin=admin, user_id=user_id)
+    cache = request.app.state.model_cache
+
+    def purge(owner: int) -> None:
+        ownership.delete_owned(session, settings, user_id=owner, cache=cache)
+
+    with request.app.state.supervisor.lock:  # no run may start while its rows go
+        service.delete_user(
+            session=session,
+            admin=admin,
+            user_id=user_id,
+            delete_owned=purge if delete_owned else None,
+        )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
