@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 NPM_STAMP := node_modules/.installed
 
-.PHONY: studio test install assets browser lint typecheck pytest bench screenshots clean
+.PHONY: studio test install assets voice browser lint typecheck pytest bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,18 @@ $(NPM_STAMP): package.json package-lock.json
 assets: $(NPM_STAMP) $(STAMP)
 	$(BIN)/python -m lastedocation.web.assets node_modules
 
-install: $(STAMP) assets
+# espeak-ng is the studio's offline Persian voice (Debian package); without root or apt
+# the studio still starts, and its speech page says the voice is missing.
+voice:
+	@command -v espeak-ng >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null) || echo "note: could not install espeak-ng; text-to-speech with espeak will be unavailable"
+
+install: $(STAMP) assets voice
 
 # The end-to-end tests drive Debian's Chromium; a load test uploads with curl.
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	@command -v curl >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq curl >/dev/null)
+	@command -v espeak-ng >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null)
 
 ## Install everything and start the studio on http://127.0.0.1:8000 (data in ./studio-data)
 studio: install

@@ -4,7 +4,8 @@
     ├── NotFound                404  no such dataset / run / model (or not yours)
     ├── Conflict                409  the thing exists, or its state forbids this
     ├── InvalidInput            400  the request itself is wrong (bad name, bad option)
-    │   └── DatasetInvalid      422  the file parsed, but no usable row survived
+    │   ├── DatasetInvalid      422  the file parsed, but no usable row survived
+    │   └── AudioInvalid        422  audio that cannot be decoded, or is empty, silent or too long
     ├── PayloadTooLarge         413  an upload over the configured limit
     ├── Unauthorized            401  no valid credentials (sends WWW-Authenticate: Bearer)
     ├── Forbidden               403  signed in, but this needs another role
@@ -55,6 +56,17 @@ class InvalidInput(StudioError):
 class DatasetInvalid(InvalidInput):
     status_code = 422
     code = "dataset_invalid"
+
+
+class AudioInvalid(InvalidInput):
+    """`problem` names what is wrong: undecodable, empty, silent, too_long, too_short."""
+
+    status_code = 422
+    code = "audio_invalid"
+
+    def __init__(self, detail: str, *, problem: str, **extra: Any) -> None:
+        super().__init__(detail, problem=problem, **extra)
+        self.problem = problem
 
 
 class PayloadTooLarge(StudioError):

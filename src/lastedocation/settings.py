@@ -83,6 +83,16 @@ class Settings(BaseSettings):
     import_sample_dataset: bool = Field(
         default=True, description="Import the bundled Persian sample dataset on first start."
     )
+    bundled_speech_model: bool = Field(
+        default=True,
+        description="Register the bundled Whisper base speech model on first start.",
+    )
+    max_audio_upload_mb: int = Field(
+        default=100, ge=1, description="Largest audio file to transcribe, in MB."
+    )
+    max_audio_seconds: int = Field(
+        default=4 * 3600, ge=1, description="Longest audio to transcribe, in seconds."
+    )
     log_level: str = "info"
     secret_key: SecretStr | None = Field(
         default=None,

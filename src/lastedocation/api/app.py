@@ -42,6 +42,11 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     if settings.import_sample_dataset:
         with sessions() as session:
             import_sample_once(session=session, settings=settings)
+    if settings.bundled_speech_model:
+        from lastedocation.speech.models import register_bundled_once
+
+        with sessions() as session:
+            register_bundled_once(session=session, settings=settings)
 
     supervisor = Supervisor(
         settings=settings,

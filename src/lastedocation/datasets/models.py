@@ -21,6 +21,8 @@ class Dataset(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    # "text" (rows of Q/A, chat or plain text) or "speech" (audio files with transcripts)
+    kind: Mapped[str] = mapped_column(String(16), default="text", server_default="text")
     filename: Mapped[str] = mapped_column(String(255))
     file_format: Mapped[str] = mapped_column(String(16))
     data_format: Mapped[str] = mapped_column(String(16))

@@ -29,6 +29,8 @@ class ModelEntry(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     source: Mapped[str] = mapped_column(String(16))
+    # "text" (a causal language model) or "speech" (a Whisper model)
+    kind: Mapped[str] = mapped_column(String(16), default="text", server_default="text")
     folder: Mapped[str] = mapped_column(String(1024))
     base_model: Mapped[str | None] = mapped_column(String(300), nullable=True)
     run_id: Mapped[int | None] = mapped_column(

@@ -15,7 +15,8 @@ class ModelPublic(BaseModel):
 
     id: int
     name: str
-    source: Literal["run", "local", "hub", "upload"]
+    source: Literal["run", "local", "hub", "upload", "bundled"]
+    kind: Literal["text", "speech"] = "text"
     base_model: str | None
     run_id: int | None
     dataset_id: int | None
