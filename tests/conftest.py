@@ -57,7 +57,9 @@ def percqa() -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "studio", import_sample_dataset=False)
+    return Settings(
+        data_dir=tmp_path / "studio", import_sample_dataset=False, bundled_speech_model=False
+    )
 
 
 @pytest.fixture

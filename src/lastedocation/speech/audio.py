@@ -18,7 +18,7 @@ import io
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def decode(
     av.logging.set_level(av.logging.PANIC)  # FFmpeg's own chatter; failures raise anyway
     max_samples = int(max_seconds * SAMPLE_RATE)
     try:
-        container = av.open(source if isinstance(source, Path | str) else source, mode="r")
+        container = av.open(source, mode="r")
     except (av.FFmpegError, ValueError, OSError) as exc:  # type: ignore[attr-defined]
         raise AudioInvalid(
             f"{name} could not be decoded as audio ({_reason(exc)}); send wav, mp3, "
@@ -145,7 +145,7 @@ def encode(samples: np.ndarray, rate: int, fmt: OutputFormat) -> bytes:
     """Mono float32 samples as a whole file in `fmt` (pcm: raw 16-bit little-endian)."""
     pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
     if fmt == "pcm":
-        return pcm.tobytes()
+        return bytes(pcm.tobytes())
     if fmt == "wav":
         buffer = io.BytesIO()
         with wave.open(buffer, "wb") as out:
@@ -176,15 +176,15 @@ def _encode_compressed(pcm: np.ndarray, rate: int, fmt: str) -> bytes:
     out_rate = 48_000 if fmt == "opus" else rate  # opus runs at 48 kHz (or 8/12/16/24)
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=out_rate)
-        stream.layout = "mono"  # type: ignore[union-attr]
-        stream.bit_rate = _BIT_RATES.get(fmt)  # type: ignore[union-attr]
+        stream: Any = container.add_stream(codec, rate=out_rate)  # an AudioStream
+        stream.layout = "mono"
+        stream.bit_rate = _BIT_RATES.get(fmt)
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = rate
         resampler = av.AudioResampler(format=sample_format, layout="mono", rate=out_rate)
         for resampled in [*resampler.resample(frame), *resampler.resample(None)]:
-            for packet in stream.encode(resampled):  # type: ignore[union-attr]
+            for packet in stream.encode(resampled):
                 container.mux(packet)
-        for packet in stream.encode(None):  # type: ignore[union-attr]
+        for packet in stream.encode(None):
             container.mux(packet)
     return buffer.getvalue()
