@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,10 @@ from lastedocation.api import create_app
 from lastedocation.auth import service as accounts
 from lastedocation.db import make_engine, migrate, session_factory
 from lastedocation.settings import Settings
+
+# Studios made by tests register the bundled speech model only where a test asks for it
+# (Settings(bundled_speech_model=True)), so model ids and lists stay what each test made.
+os.environ.setdefault("LASTEDOCATION_BUNDLED_SPEECH_MODEL", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 PERCQA = ROOT.parent / "shared" / "data" / "percqa" / "train.jsonl"

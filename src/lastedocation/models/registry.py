@@ -51,9 +51,26 @@ def export_folder(settings: Settings, entry: ModelEntry) -> Path:
     return settings.data_dir / "exports" / f"{entry.id:06d}"
 
 
-def list_models(*, session: Session, user: User | None) -> list[ModelEntry]:
+def list_models(
+    *, session: Session, user: User | None, kind: str | None = None
+) -> list[ModelEntry]:
+    """The models `user` may see, newest first; only text or speech ones with `kind`."""
     query = select(ModelEntry).where(ownership.visible(user, "model", ModelEntry.owner_id))
+    if kind is not None:
+        query = query.where(ModelEntry.kind == kind)
     return list(session.scalars(query.order_by(ModelEntry.id.desc())))
+
+
+def require_text(entry: ModelEntry, *, field: str = "model") -> ModelEntry:
+    """Chat, evaluation and export work on text models: a speech model is refused."""
+    if entry.kind != "text":
+        raise InvalidInput(
+            f"model {entry.name!r} is a speech (Whisper) model: use it on the speech page "
+            "or with /v1/audio/transcriptions",
+            field=field,
+            model=entry.name,
+        )
+    return entry
 
 
 def get_model(

@@ -100,6 +100,7 @@ def export_model(
     license: str | None,
 ) -> dict[str, Any]:
     """Write `exports/<id>/<name>/` (and its archive), then load it fresh and generate."""
+    registry.require_text(entry)
     out_root = registry.export_folder(settings, entry)
     shutil.rmtree(out_root, ignore_errors=True)
     out_root.mkdir(parents=True)
@@ -177,6 +178,7 @@ def push(
 def queue_evaluation(
     *, session: Session, user: User, entry: ModelEntry, body: EvaluationCreate
 ) -> ModelEvaluation:
+    registry.require_text(entry)
     get_dataset(session=session, dataset_id=body.dataset_id, user=user)
     evaluation = ModelEvaluation(
         model_id=entry.id,

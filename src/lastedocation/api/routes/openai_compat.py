@@ -182,6 +182,7 @@ async def create_chat_completion(
     def find() -> tuple[str, Path]:
         with sessions() as session:  # not held while the answer streams
             entry = registry.resolve_model(session=session, user=user, name=body.model)
+            registry.require_text(entry)
             return entry.name, registry.model_folder(settings, entry)
 
     name, folder = await run_in_threadpool(find)

@@ -23,7 +23,7 @@ def playground(
     request: Request, session: SessionDep, settings: SettingsDep, user: PageUser, model: str = ""
 ) -> HTMLResponse:
     """`?model=ID` (a model page's link) preselects that model."""
-    models = registry.list_models(session=session, user=user)
+    models = registry.list_models(session=session, user=user, kind="text")
     chosen = next((m for m in models if model and str(m.id) == model.strip()), None)
     context = {
         "models": models,

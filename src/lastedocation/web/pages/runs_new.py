@@ -269,7 +269,7 @@ def _form(
         "defaults": defaults(),
         "presets": {name: {**defaults(), **values} for name, values in PRESETS.items()},
         "datasets": datasets.list_datasets(session=session, user=user),
-        "models": registry.list_models(session=session, user=user),
+        "models": registry.list_models(session=session, user=user, kind="text"),
         "gpus": len(gpu_figures()),
     }
     return render(request, "runs/new.html", context, user=user, nav="runs", status_code=status_code)
