@@ -20,7 +20,7 @@ from rich.table import Table
 
 from lastedocation.auth import service as accounts
 from lastedocation.auth import setup
-from lastedocation.datasets import service
+from lastedocation.datasets import service, speech, uploads
 from lastedocation.datasets.formats import DataFormat
 from lastedocation.datasets.reader import FileFormat
 from lastedocation.datasets.scan import ScanResult, scan_file
@@ -29,6 +29,7 @@ from lastedocation.db import make_engine, migrate, session_factory
 from lastedocation.errors import DatasetInvalid, StudioError
 from lastedocation.remote import login, runs_app
 from lastedocation.settings import Settings, load_settings
+from lastedocation.speech.cli import app as speech_app
 
 app = typer.Typer(
     help="LASTEDOCATION: train Persian language models on your own machine.",
@@ -40,6 +41,7 @@ app.add_typer(data_app, name="data")
 users_app = typer.Typer(help="Manage the studio's accounts.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(runs_app, name="runs")
+app.add_typer(speech_app, name="speech")
 app.command()(login)
 console = Console()
 err = Console(stderr=True)
@@ -116,7 +118,7 @@ def _progress(path: Path) -> Progress:
     )
 
 
-def _print_report(result: ScanResult | dict[str, Any], as_json: bool) -> None:
+def _print_report(result: ScanResult | speech.SpeechScan | dict[str, Any], as_json: bool) -> None:
     summary = result if isinstance(result, dict) else result.summary()
     report = summary["report"]
     if as_json:
@@ -143,11 +145,17 @@ def _print_report(result: ScanResult | dict[str, Any], as_json: bool) -> None:
         console.print(table)
 
 
-def _scan(file: Path, label: str, **choices: Any) -> ScanResult:
-    """Validate a file with a progress bar; a user's mistake exits with its message."""
+def _scan(file: Path, label: str, **choices: Any) -> ScanResult | speech.SpeechScan:
+    """Validate a file with a progress bar (an archive of audio clips: every clip decoded);
+    a user's mistake exits with its message."""
     settings = load_settings()
     try:
         options = ImportOptions(**choices).scan_options(settings)
+        if speech.is_archive(file):
+            with console.status("decoding the archive's audio clips"):
+                return uploads.validate_upload(
+                    settings=settings, path=file, filename=file.name, options=options
+                )
         with _progress(file) as bar:
             task = bar.add_task(label, total=file.stat().st_size)
             return service.validate_file(
@@ -191,6 +199,14 @@ def _open_studio(settings: Settings) -> Any:
     return session_factory(engine)
 
 
+def _import_archive(**kwargs: Any) -> tuple[Any, speech.SpeechScan]:
+    """A speech dataset (audio clips with a metadata file); no byte progress for these."""
+    kwargs.pop("progress")
+    dataset, result = uploads.import_upload(**kwargs)
+    assert isinstance(result, speech.SpeechScan)
+    return dataset, result
+
+
 @data_app.command("import")
 def data_import(
     file: FileArg,
@@ -223,7 +239,8 @@ def data_import(
         with sessions() as session, _progress(file) as bar:
             owner_id = accounts.find_user(session=session, username=owner).id if owner else None
             task = bar.add_task("importing", total=file.stat().st_size)
-            dataset, result = service.import_file(
+            import_any = service.import_file if not speech.is_archive(file) else _import_archive
+            dataset, result = import_any(
                 session=session,
                 settings=settings,
                 path=file,

@@ -1,6 +1,6 @@
 """Who may see, use, change and delete each object: the one place every service asks.
 
-Owned objects are datasets, runs and models; what hangs off them (splits,
+Owned objects are datasets, runs, models and transcriptions; what hangs off them (splits,
 checkpoints, events, evaluations, exports) follows its object.
 
 - An admin may do everything with every object.
@@ -32,7 +32,7 @@ from lastedocation.settings import Settings
 if TYPE_CHECKING:
     from lastedocation.inference.cache import ModelCache
 
-Kind = Literal["dataset", "run", "model"]
+Kind = Literal["dataset", "run", "model", "transcription"]
 Action = Literal["see", "change"]
 
 # kinds whose objects may have no owner and then belong to every account
@@ -75,8 +75,9 @@ def owned_tables() -> list[Any]:
     from lastedocation.datasets.models import Dataset
     from lastedocation.models.entries import ModelEntry
     from lastedocation.runs.models import Run
+    from lastedocation.speech.entries import Transcription
 
-    return [Dataset, Run, ModelEntry]
+    return [Dataset, Run, ModelEntry, Transcription]
 
 
 def hand_over(session: Session, *, from_user_id: int, to_user_id: int) -> dict[str, int]:
@@ -121,6 +122,9 @@ def delete_owned(
             f"the account's run(s) {', '.join(map(str, busy))} are training: stop them first",
             runs=busy,
         )
+    from lastedocation.speech.transcriptions import delete_owned_transcriptions
+
+    transcriptions = delete_owned_transcriptions(session, settings, user_id=user_id)
     for run in runs:
         delete_run(session=session, settings=settings, run=run)
     models = list(session.scalars(select(ModelEntry).where(ModelEntry.owner_id == user_id)))
@@ -129,4 +133,9 @@ def delete_owned(
     datasets = list(session.scalars(select(Dataset).where(Dataset.owner_id == user_id)))
     for dataset in datasets:
         delete_dataset(session=session, settings=settings, dataset=dataset)
-    return {"runs": len(runs), "models": len(models), "datasets": len(datasets)}
+    return {
+        "runs": len(runs),
+        "models": len(models),
+        "datasets": len(datasets),
+        "transcriptions": transcriptions,
+    }

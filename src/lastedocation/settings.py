@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -93,6 +93,76 @@ class Settings(BaseSettings):
     max_audio_seconds: int = Field(
         default=4 * 3600, ge=1, description="Longest audio to transcribe, in seconds."
     )
+    default_speech_model: str | None = Field(
+        default=None,
+        description="The speech model (name or id) that `whisper-1`, what OpenAI's clients "
+        "send, means; default: the bundled whisper-base.",
+    )
+    whisper_compute_type: Literal["auto", "float32", "int8", "float16", "int8_float16"] = (
+        Field(
+            default="auto",
+            description="How faster-whisper computes: auto is float16 on a GPU; on a CPU, int8 "
+            "where the CPU has int8 dot-product units (VNNI or AMX), else float32 (int8 is "
+            "slower than float32 on a CPU without them).",
+        )
+    )
+    speech_max_models: int = Field(
+        default=2, ge=1, description="Speech models kept loaded at once (least recently used go)."
+    )
+    transcription_workers: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="Background transcriptions that run at once; the rest wait in a queue.",
+    )
+    max_queued_transcriptions: int = Field(
+        default=10,
+        ge=1,
+        description="Background transcriptions one account may have waiting or running at "
+        "once (each holds its uploaded audio on disk until it ends).",
+    )
+    max_speech_upload_mb: int = Field(
+        default=2048,
+        ge=1,
+        description="Largest speech dataset archive (a .zip, .tar or .tar.gz of audio files "
+        "with a metadata.csv or metadata.jsonl) sent to POST /api/v1/datasets/speech, in MB "
+        "(POST /api/v1/datasets takes archives too, under max_upload_mb). Larger because "
+        "audio barely compresses: 100 MB hold about 50 minutes of 16 kHz wav.",
+    )
+    max_speech_extracted_mb: int = Field(
+        default=4096,
+        ge=1,
+        description="Most bytes a speech dataset archive may extract to, in MB (its "
+        "compression ratio is also capped by max_archive_ratio).",
+    )
+    max_speech_files: int = Field(
+        default=100_000, ge=1, description="Most files a speech dataset archive may hold."
+    )
+    min_speech_clip_s: float = Field(
+        default=0.3, ge=0, description="A speech dataset clip shorter than this is refused."
+    )
+    max_speech_clip_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A speech dataset clip longer than this is refused (30 s: Whisper's window).",
+    )
+    tts_default_voice: str = Field(
+        default="espeak-fa",
+        description="The voice that OpenAI's voice names (alloy, nova, ...) and tts-1 mean: "
+        "a voice id from GET /api/v1/speech/voices.",
+    )
+    tts_max_loaded_voices: int = Field(
+        default=2, ge=1, description="Neural voices kept loaded at once (least recently used go)."
+    )
+    max_voice_mb: int = Field(
+        default=2000,
+        ge=1,
+        description="Largest voice (its model files) an admin may register, in MB.",
+    )
+    espeak_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest espeak-ng may take to read one sentence."
+    )
     log_level: str = "info"
     secret_key: SecretStr | None = Field(
         default=None,
@@ -152,6 +222,11 @@ class Settings(BaseSettings):
     def hub_cache_dir(self) -> Path:
         """Hub downloads, shared by imports and runs that train from a Hub id."""
         return self.data_dir / "hub-cache"
+
+    @property
+    def voices_dir(self) -> Path:
+        """Text-to-speech voices an admin registered, one folder each."""
+        return self.data_dir / "voices"
 
     @property
     def tmp_dir(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,7 +14,17 @@ from sqlalchemy import text
 
 from lastedocation import __version__
 from lastedocation.api.limits import BodyLimit
-from lastedocation.api.routes import auth, datasets, health, models, openai_compat, runs
+from lastedocation.api.routes import (
+    auth,
+    datasets,
+    health,
+    models,
+    openai_compat,
+    runs,
+    synthesis,
+    transcription_jobs,
+    transcriptions,
+)
 from lastedocation.auth.ratelimit import LoginLimiter
 from lastedocation.auth.tokens import TokenSigner, load_signing_key
 from lastedocation.datasets.service import clean_leftovers, import_sample_once
@@ -26,6 +37,10 @@ from lastedocation.runs.executor import LocalExecutor
 from lastedocation.runs.live import EventHub
 from lastedocation.runs.supervisor import Supervisor
 from lastedocation.settings import Settings
+from lastedocation.speech.engines import load_speaker
+from lastedocation.speech.stt import SpeechModels
+from lastedocation.speech.transcriber import Transcriber
+from lastedocation.speech.tts import SpeakerCache
 from lastedocation.web import mount as web
 
 log = logging.getLogger("lastedocation")
@@ -58,12 +73,23 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     )
 
     evaluator = Evaluator(settings=settings, sessions=sessions)
+    speech_models = SpeechModels(
+        max_models=settings.speech_max_models, compute_type=settings.whisper_compute_type
+    )
+    transcriber = Transcriber(
+        settings=settings,
+        sessions=sessions,
+        models=speech_models,
+        workers=settings.transcription_workers,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         supervisor.start()
         evaluator.start()
+        transcriber.start()
         yield
+        transcriber.stop()  # a job running now fails as interrupted
         evaluator.stop()
         supervisor.stop()  # trainers keep running; the next start re-attaches
         engine.dispose()
@@ -91,6 +117,12 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     app.state.supervisor = supervisor
     app.state.event_hub = EventHub(sessions)
     app.state.evaluator = evaluator
+    app.state.speech_models = speech_models
+    app.state.transcriber = transcriber
+    app.state.speakers = SpeakerCache(
+        max_voices=settings.tts_max_loaded_voices,
+        load=partial(load_speaker, espeak_timeout_s=settings.espeak_timeout_s),
+    )
 
     @app.exception_handler(StudioError)
     async def _studio_error(request: Request, exc: StudioError) -> Response:
@@ -122,6 +154,10 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     app.include_router(runs.router, prefix="/api/v1")
     app.include_router(models.router, prefix="/api/v1")
     app.include_router(openai_compat.router)
+    app.include_router(synthesis.router)
+    app.include_router(synthesis.voices_router, prefix="/api/v1")
+    app.include_router(transcriptions.router)
+    app.include_router(transcription_jobs.router, prefix="/api/v1")
     web.install(app)
 
     def ready() -> bool:

@@ -29,8 +29,11 @@ UPLOAD_ROUTES = frozenset(
     {
         ("POST", "/api/v1/datasets"),
         ("POST", "/api/v1/datasets/validate"),
+        ("POST", "/api/v1/datasets/speech"),  # speech dataset archives, their own limit
         ("POST", "/api/v1/models/import/archive"),
         ("POST", "/models/import/archive"),  # the models page uploads here (with progress)
+        ("POST", "/v1/audio/transcriptions"),  # audio: LASTEDOCATION_MAX_AUDIO_UPLOAD_MB
+        ("POST", "/api/v1/speech/transcriptions"),
     }
 )
 CHAT_ROUTE = "/v1/chat/completions"

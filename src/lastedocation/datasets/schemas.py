@@ -69,6 +69,7 @@ class DatasetPublic(BaseModel):
 
     id: int
     name: str
+    kind: str = Field(description='"text" or "speech" (audio clips with transcripts).')
     filename: str
     file_format: str
     data_format: str
@@ -106,7 +107,10 @@ class PreviewPublic(BaseModel):
     offset: int
     limit: int
     total: int
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]] = Field(
+        description="The stored records. A speech dataset's also carry `row` (from 1) and "
+        "`audio_url`, where that row's audio is served."
+    )
 
 
 class SplitCreate(BaseModel):

@@ -3,7 +3,10 @@
 Imported datasets are immutable and stored once by content: the canonical
 records live in DATA_DIR/datasets/<sha256>/, and several dataset rows (two
 uploads of the same data) may point at one folder, which is removed with the
-last of them.
+last of them. Speech datasets (kind "speech": audio clips with transcripts, imported
+from an archive by `uploads.import_upload`, laid out as `speech.py` describes) live in
+the same folders and follow the same rules; operations made for one kind refuse the
+other (`require_kind`, 409).
 
 Who sees what: a dataset belongs to the account that imported it. A member sees
 their own and the shared ones (no owner: the bundled sample, command-line
@@ -31,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from lastedocation import ownership
 from lastedocation.auth.models import User
+from lastedocation.datasets import speech
 from lastedocation.datasets.models import Dataset, DatasetSplit, StudioFact
 from lastedocation.datasets.scan import INDEX_EVERY, ScanOptions, ScanResult, scan_file
 from lastedocation.datasets.split import split_records
@@ -92,7 +96,7 @@ def import_file(
         if report.fatal or report.rows_valid == 0 or (report.problems_total and not drop_invalid):
             raise DatasetInvalid(_refusal(result, drop_invalid), **result.summary())
         assert result.sha256 is not None and result.spec is not None
-        _store(staging, settings.datasets_dir / result.sha256, result.offsets)
+        store(staging, settings.datasets_dir / result.sha256, result.offsets)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     dataset = Dataset(
@@ -119,6 +123,21 @@ def import_file(
     return dataset, result
 
 
+def require_kind(dataset: Dataset, kind: str, operation: str) -> None:
+    """Refuse (409) an operation made for the other kind of dataset, naming both."""
+    if dataset.kind != kind:
+        what = (
+            "a speech dataset (audio with transcripts)"
+            if dataset.kind == "speech"
+            else "a text dataset"
+        )
+        raise Conflict(
+            f"dataset {dataset.id} is {what}: {operation} needs a {kind} dataset",
+            dataset_id=dataset.id,
+            kind=dataset.kind,
+        )
+
+
 def _refusal(result: ScanResult, drop_invalid: bool) -> str:
     report = result.report
     if report.fatal:
@@ -133,7 +152,7 @@ def _refusal(result: ScanResult, drop_invalid: bool) -> str:
     )
 
 
-def _store(staging: Path, target: Path, offsets: list[int]) -> None:
+def store(staging: Path, target: Path, offsets: list[int]) -> None:
     """Move a staged dataset into place atomically; identical content is kept once."""
     if target.exists():
         return
@@ -214,10 +233,25 @@ def preview(
         for line in f:
             if position >= offset:
                 rows.append(orjson.loads(line))
+                if dataset.kind == "speech":  # its records have no row: number them from 1
+                    rows[-1]["row"] = position + 1
                 if len(rows) == limit:
                     break
             position += 1
     return rows
+
+
+def audio_file(*, settings: Settings, dataset: Dataset, row: int) -> tuple[Path, str]:
+    """The stored audio file of a speech dataset's row (from 1) and its media type."""
+    require_kind(dataset, "speech", "audio")
+    if not 1 <= row <= dataset.rows:
+        raise NotFound(
+            f"dataset {dataset.id} has {dataset.rows} rows; there is no row {row}",
+            dataset_id=dataset.id,
+            row=row,
+        )
+    (record,) = preview(settings=settings, dataset=dataset, offset=row - 1, limit=1)
+    return speech.stored_audio(records_path(settings, dataset).parent, record)
 
 
 def split_dataset(
@@ -229,6 +263,7 @@ def split_dataset(
     validation_fraction: float = 0.1,
     seed: int = 0,
 ) -> DatasetSplit:
+    require_kind(dataset, "text", "a train/validation split")
     fraction = round(validation_fraction, 6)
     folder = settings.datasets_dir / dataset.sha256 / "splits" / uuid.uuid4().hex
     result = split_records(

@@ -152,8 +152,16 @@ def register_run(*, session: Session, settings: Settings, run: Run) -> ModelEntr
         return existing
     run_dir = settings.data_dir / run.folder
     staging = _staging(settings)
+    speech = run.config.get("task") == "speech"
+    weights = staging / "model"
     try:
-        if (run_dir / "model" / "config.json").is_file():
+        if speech:  # both forms: Transformers (trained) and CTranslate2 (faster-whisper)
+            from lastedocation.models.whisper_convert import CT2, HF, transformers_to_ctranslate2
+
+            weights = staging / "model" / HF
+            copy_tree(run_dir / "model", weights)
+            transformers_to_ctranslate2(weights, staging / "model" / CT2)
+        elif (run_dir / "model" / "config.json").is_file():
             copy_tree(run_dir / "model", staging / "model")
         elif (run_dir / "adapter").is_dir():  # LoRA without merge: merge for serving
             from lastedocation.models.export import merge_lora
@@ -165,17 +173,18 @@ def register_run(*, session: Session, settings: Settings, run: Run) -> ModelEntr
             merge_lora(run_dir / "adapter", base, staging / "model")
         else:
             raise InvalidInput(f"run {run.id} completed without a model folder")
-        summary = check_model_folder(staging / "model")
+        summary = check_model_folder(weights)
         entry = ModelEntry(
             name=_free_name(session, f"{run.name}-run{run.id}"),
             source="run",
+            kind="speech" if speech else "text",
             folder="",
             base_model=_base_name(session, run.config),
             run_id=run.id,
             dataset_id=run.dataset_id,
             owner_id=run.owner_id,
             config=run.config,
-            metrics=_run_metrics(run_dir),
+            metrics=_run_metrics(run_dir, speech=speech),
             lineage=_lineage(run_dir, run),
             summary=summary,
         )
@@ -198,7 +207,7 @@ def _base_name(session: Session, config: dict[str, Any]) -> str:
     return Path(str(model.get("path"))).name  # an admin's folder: its name only
 
 
-def _run_metrics(run_dir: Path) -> dict[str, Any]:
+def _run_metrics(run_dir: Path, *, speech: bool = False) -> dict[str, Any]:
     events = list(read_events(run_dir / "events.jsonl"))
     evals = effective_steps(events, "eval")
     metrics = effective_steps(events)
@@ -207,6 +216,10 @@ def _run_metrics(run_dir: Path) -> dict[str, Any]:
         last, best = evals[-1], min(evals, key=lambda e: e.get("val_loss", float("inf")))
         out["final_eval"] = {k: v for k, v in last.items() if k not in ("seq", "type", "time")}
         out["best_eval"] = {k: v for k, v in best.items() if k not in ("seq", "type", "time")}
+        if speech and evals[0]["step"] == 0:  # the base model on the same validation clips
+            out["base_eval"] = {
+                k: v for k, v in evals[0].items() if k not in ("seq", "type", "time")
+            }
     if metrics:
         out["final_train_loss"] = metrics[-1].get("loss")
         out["steps"] = metrics[-1].get("step")

@@ -54,7 +54,12 @@ def create_run(
     staging = Path(tempfile.mkdtemp(prefix="run-", dir=settings.tmp_dir))
     try:
         # the trainer's data path over every row, before anything is queued
-        checked = preflight(resolved.trainer, base=staging / "base")
+        if resolved.trainer.task == "speech":  # every clip decodes, every transcript fits
+            from lastedocation.training.whisper_data import check_speech_run
+
+            checked = check_speech_run(resolved.trainer)
+        else:
+            checked = preflight(resolved.trainer, base=staging / "base")
         run = Run(
             name=resolved.trainer.name,
             state="queued",

@@ -5,8 +5,10 @@ the training data is the run's dataset, validation data is another dataset
 (`data.validation_dataset_id`), and the base model is a registry model
 (`model.source: registry` with `model.model_id`), a Hub id, or a model trained from
 scratch. Each id is checked against its owner (`lastedocation.ownership`) as if the
-user asked for the object itself. Admins may also name files and folders under the
-roots the operator allows (`lastedocation.paths`).
+user asked for the object itself, and against the run's task: a speech run (`task:
+speech`) takes speech datasets and a speech (Whisper) model, a text run text ones.
+Admins may also name files and folders under the roots the operator allows
+(`lastedocation.paths`).
 
 Two configs come out: the public one (ids, no paths), which the run row keeps and
 the API shows, and the trainer's (paths), which only the run folder holds.
@@ -48,6 +50,8 @@ def resolve(
     problem at once, each naming its field."""
     problems: list[tuple[str, str]] = []
     data, model = _section(config, "data", problems), _section(config, "model", problems)
+    task = config.get("task", "text")
+    problems.extend(_kind_problems("dataset_id", "dataset", dataset, task))
     if "train" in data:
         problems.append(("data.train", "the run's dataset gives the training data (dataset_id)"))
     data["train"] = str(records_path(settings, dataset))
@@ -70,10 +74,11 @@ def resolve(
         try:
             held_out = get_dataset(session=session, dataset_id=validation_id, user=user)
             data["validation"] = str(records_path(settings, held_out))
+            problems.extend(_kind_problems("data.validation_dataset_id", "dataset", held_out, task))
         except StudioError as exc:
             problems.append(("data.validation_dataset_id", exc.detail))
     if from_registry and model_id is not None:
-        problems.extend(_registry_model(session, settings, user, model, model_id))
+        problems.extend(_registry_model(session, settings, user, model, model_id, task))
     elif from_registry and not any(field == "model.model_id" for field, _ in problems):
         problems.append(
             ("model.model_id", "source is registry: give the id of a model you can see")
@@ -121,8 +126,22 @@ def _id(
     return None
 
 
+def _kind_problems(field: str, noun: str, thing: Any, task: Any) -> list[tuple[str, str]]:
+    """A speech run needs speech data and a speech model; a text run text ones."""
+    if task not in ("text", "speech") or thing.kind == task:
+        return []  # an unknown task is the config's own problem, reported with it
+    fix = "set task: speech to fine-tune Whisper" if thing.kind == "speech" else "set task: text"
+    message = f"{noun} {thing.name!r} is a {thing.kind} {noun}; a {task} run needs a {task} {noun}"
+    return [(field, f"{message} (or {fix})")]
+
+
 def _registry_model(
-    session: Session, settings: Settings, user: User, model: dict[str, Any], model_id: int
+    session: Session,
+    settings: Settings,
+    user: User,
+    model: dict[str, Any],
+    model_id: int,
+    task: Any = "text",
 ) -> list[tuple[str, str]]:
     from lastedocation.models.registry import get_model, model_folder
 
@@ -132,6 +151,9 @@ def _registry_model(
         entry = get_model(session=session, model_id=model_id, user=user)
     except StudioError as exc:
         return [("model.model_id", exc.detail)]
+    kind = _kind_problems("model.model_id", "model", entry, task)
+    if kind:
+        return kind
     model.update(source="local", path=str(model_folder(settings, entry)))
     return []
 

@@ -178,7 +178,8 @@ def _encode_compressed(pcm: np.ndarray, rate: int, fmt: str) -> bytes:
     with av.open(buffer, mode="w", format=container_format) as container:
         stream: Any = container.add_stream(codec, rate=out_rate)  # an AudioStream
         stream.layout = "mono"
-        stream.bit_rate = _BIT_RATES.get(fmt)
+        if fmt in _BIT_RATES:
+            stream.bit_rate = _BIT_RATES[fmt]
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = rate
         resampler = av.AudioResampler(format=sample_format, layout="mono", rate=out_rate)

@@ -1,7 +1,8 @@
 """The run config: every field documented, every problem reported at once.
 
 A config is YAML (or JSON) with four sections, `data`, `model`, `training`
-and `lora`; unknown keys are errors (a typo must not be silently ignored).
+and `lora` (and `speech` for `task: speech`, Whisper fine-tuning); unknown keys are
+errors (a typo must not be silently ignored).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lastedocation.errors import InvalidInput
 
-PRESETS = ("llama-tiny", "llama-small", "gpt2-tiny", "gpt2-small")
+PRESETS = ("llama-tiny", "llama-small", "gpt2-tiny", "gpt2-small", "whisper-tiny-random")
+SPEECH_PRESETS = ("whisper-tiny-random",)
+SPEECH_LR = 1e-5  # a speech run's default: Whisper forgets what it knew at text-model rates
 
 
 class _Section(BaseModel):
@@ -45,8 +48,18 @@ class ModelConfig(_Section):
     source: Literal["scratch", "local", "hub"] = Field(
         default="scratch", description="scratch: a small model and tokenizer trained here."
     )
-    preset: Literal["llama-tiny", "llama-small", "gpt2-tiny", "gpt2-small"] = "llama-tiny"
-    path: Path | None = Field(default=None, description="Folder in Hugging Face format (local).")
+    preset: Literal[
+        "llama-tiny", "llama-small", "gpt2-tiny", "gpt2-small", "whisper-tiny-random"
+    ] = Field(
+        default="llama-tiny",
+        description="whisper-tiny-random: a few-layer random Whisper with the bundled "
+        "tokenizer, for tests of speech runs",
+    )
+    path: Path | None = Field(
+        default=None,
+        description="Folder in Hugging Face format (local); for speech also a registry "
+        "speech model's folder (transformers/, ctranslate2/) or a CTranslate2 folder.",
+    )
     hub_id: str | None = Field(default=None, description="Model id on the Hugging Face Hub.")
     revision: str | None = None
     cache_dir: Path | None = Field(default=None, description="Where Hub downloads are kept.")
@@ -103,12 +116,49 @@ class TrainingConfig(_Section):
     )
 
 
+class SpeechSettings(_Section):
+    """Options of a speech run (`task: speech`): fine-tuning Whisper on audio clips with
+    their transcripts."""
+
+    language: str = Field(default="fa", description="Language of the transcripts (<|fa|>).")
+    freeze_encoder: bool = Field(
+        default=True,
+        description="Train the decoder only: fewer weights to move on little data, and "
+        "the encoder's output is computed once per clip",
+    )
+    max_audio_seconds: float = Field(
+        default=30.0, gt=0, le=30, description="Longest clip; Whisper hears 30 s at a time."
+    )
+    max_label_tokens: int = Field(
+        default=448,
+        ge=8,
+        le=448,
+        description="Longest transcript in tokens, with the 4 prefix tokens and the end "
+        "token (Whisper's decoder has 448 positions).",
+    )
+    eval_max_clips: int | None = Field(
+        default=None, ge=1, description="Transcribe at most this many validation clips."
+    )
+    encoder_cache_mb: int = Field(
+        default=2048,
+        ge=0,
+        description="Memory for the frozen encoder's outputs (kept per clip, reused every "
+        "epoch and evaluation); clips beyond it are encoded again each time.",
+    )
+
+
 class RunConfig(_Section):
     name: str = "run"
+    task: Literal["text", "speech"] = Field(
+        default="text",
+        description="text: a language model on rows of text; speech: Whisper on audio clips "
+        "with transcripts (a speech dataset and a speech model).",
+    )
     data: DataConfig
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     lora: LoraSettings = LoraSettings()
+    speech: SpeechSettings = SpeechSettings()
 
 
 class ConfigError(InvalidInput):
@@ -138,6 +188,8 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path | None = None) -> RunCon
         raise ConfigError(problems) from None
     if base_dir is not None:
         _resolve_paths(config, base_dir)
+    if config.task == "speech" and "lr" not in config.training.model_fields_set:
+        config.training.lr = SPEECH_LR
     problems.extend(_semantic_problems(config))
     if problems:
         raise ConfigError(problems)
@@ -206,6 +258,8 @@ def _semantic_problems(config: RunConfig) -> list[tuple[str, str]]:
     if model.source == "local":
         if model.path is None:
             problems.append(("model.path", "source is local: give the model folder"))
+        elif config.task == "speech":
+            problems.extend(_speech_folder_problems(model.path))
         elif not (model.path / "config.json").is_file():
             problems.append(("model.path", f"{model.path} has no config.json (not a HF model)"))
     if model.source == "hub" and not model.hub_id:
@@ -214,7 +268,11 @@ def _semantic_problems(config: RunConfig) -> list[tuple[str, str]]:
         problems.append(
             ("training.method", "a model trained from scratch has no base to adapt: use full")
         )
-    if training.method == "qlora":
+    if config.task == "speech":
+        problems.extend(_speech_problems(config))
+    elif model.source == "scratch" and model.preset in SPEECH_PRESETS:
+        problems.append(("model.preset", f"{model.preset} is a speech model: set task: speech"))
+    if training.method == "qlora" and config.task == "text":
         problems.extend(_qlora_problems())
     if training.warmup_steps and training.max_steps and training.warmup_steps >= training.max_steps:
         problems.append(("training.warmup_steps", "must be smaller than training.max_steps"))
@@ -231,3 +289,47 @@ def _qlora_problems() -> list[tuple[str, str]]:
     if importlib.util.find_spec("bitsandbytes") is None:
         return [("training.method", "qlora needs bitsandbytes: pip install bitsandbytes")]
     return []
+
+
+_TEXT_ONLY = {
+    "data.data_format": "data_format",
+    "data.question_field": "question_field",
+    "data.answer_field": "answer_field",
+    "data.split_key": "split_key",
+}
+
+
+def _speech_problems(config: RunConfig) -> list[tuple[str, str]]:
+    """What a speech run cannot do, each naming its field."""
+    problems: list[tuple[str, str]] = []
+    model, training, data = config.model, config.training, config.data
+    if model.source == "scratch" and model.preset not in SPEECH_PRESETS:
+        problems.append(
+            ("model.preset", f"a speech run from scratch needs a Whisper preset: {SPEECH_PRESETS}")
+        )
+    if training.method == "qlora":
+        problems.append(("training.method", "speech runs train full or lora"))
+    if training.devices > 1:
+        problems.append(("training.devices", "speech runs train on one device"))
+    for field, key in _TEXT_ONLY.items():
+        if getattr(data, key) is not None:
+            problems.append((field, "text runs only; a speech run keeps every clip of one "
+                             "transcript on the same side of the split"))  # fmt: skip
+    language = config.speech.language
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    if language not in LANGUAGES:
+        problems.append(("speech.language", f"{language!r} is not a Whisper language code"))
+    return problems
+
+
+def _speech_folder_problems(path: Path) -> list[tuple[str, str]]:
+    whisper = (
+        path / "config.json",
+        path / "transformers" / "config.json",
+        path / "ctranslate2" / "model.bin",
+        path / "model.bin",
+    )
+    if any(p.is_file() for p in whisper):
+        return []
+    return [("model.path", f"{path} holds no Whisper model (Transformers or CTranslate2)")]

@@ -93,6 +93,10 @@ class TrainState:
 def train_run(
     run_dir: Path, *, observer: Observer | None = None, handle_sigint: bool = False
 ) -> Outcome:
+    if _is_speech(run_dir / "config.yaml"):
+        from lastedocation.training.whisper import train_speech_run
+
+        return train_speech_run(run_dir, observer=observer, handle_sigint=handle_sigint)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     hf_logging.disable_progress_bar()
     world = join_world()
@@ -107,6 +111,15 @@ def train_run(
     finally:
         events.close()
         world.close()
+
+
+def _is_speech(config: Path) -> bool:
+    """A speech config runs the Whisper recipe (training/whisper.py); a config that does
+    not load goes the text way, which reports its problems."""
+    try:
+        return load_config(config).task == "speech"
+    except InvalidInput:
+        return False
 
 
 class _Run:

@@ -1,6 +1,7 @@
 """Datasets pages: the list with the upload form, and one dataset's page (summary,
 validation report, paged preview, statistics, duplicates, normalization, splits,
-delete).
+delete). A speech dataset's page shows its clips instead: each row's audio player
+beside its transcript, and the hours, durations, speaking rates and sample rates.
 
 The upload goes from the browser straight to the JSON API (`POST /api/v1/datasets`,
 see `static/js/datasets.js`) so the page can show the real upload progress; every
@@ -48,6 +49,7 @@ DATA_FORMAT_LABELS = {
     "openai": "OpenAI chat",
     "sharegpt": "ShareGPT chat",
     "text": "Plain text",
+    "audiofolder": "Audio files with transcripts",
 }
 _SPLIT_PROBLEMS = {
     "validation_fraction": "The validation share must be a number between 0 and 1, such as 0.1.",
@@ -168,12 +170,55 @@ def _chart_data(stats: dict[str, Any], lang: Language) -> dict[str, Any]:
     }
 
 
+def _speech_charts(stats: dict[str, Any], lang: Language) -> dict[str, Any]:
+    """What a speech dataset's charts draw: durations, speaking rates, transcript lengths."""
+    transcripts = stats.get("transcripts") or {}
+    sources = (
+        ("duration", "Duration", "seconds", stats.get("duration_s") or {}),
+        ("rate", "Speaking rate", "characters per second", stats.get("chars_per_second") or {}),
+        ("chars", "Transcript length", "characters", transcripts.get("chars") or {}),
+    )
+    counts = (stats.get("script_mix") or {}).get("counts", {})
+    return {
+        "lengths": [
+            {
+                "id": chart_id,
+                "field": lang.gettext(label),
+                "title": lang.gettext(unit),
+                "histogram": figures.get("histogram", []),
+            }
+            for chart_id, label, unit, figures in sources
+        ],
+        "scripts": [
+            {"key": k, "label": lang.gettext(SCRIPT_LABELS[k]), "count": counts.get(k, 0)}
+            for k in SCRIPTS
+        ],
+        "labels": {
+            "characters": lang.gettext("characters"),
+            "bin": lang.gettext("%(from)s to %(to)s %(unit)s · clips: %(count)s"),
+        },
+    }
+
+
 def _detail_context(
     request: Request, session: Session, settings: Settings, user: User, dataset: Dataset
 ) -> dict[str, Any]:
     lang = language(request)
     names = _usernames(session, user)
     preview = _preview(settings, dataset, request)
+    if dataset.kind == "speech":
+        return {
+            "dataset": dataset,
+            "owner": _owner(dataset, user, names, lang),
+            "may_delete": user.is_admin or dataset.owner_id == user.id,
+            "report": dataset.report,
+            "stats": dataset.stats,
+            "charts": _speech_charts(dataset.stats, lang),
+            "format_labels": DATA_FORMAT_LABELS,
+            "preview": preview,
+            "min_clip_s": settings.min_speech_clip_s,
+            "max_clip_s": settings.max_speech_clip_s,
+        }
     normalization = dataset.normalization or {}
     examples = [
         {**example, "parts": changes(example["before"], example["after"])}
@@ -212,6 +257,7 @@ def list_page(
         "data_formats": DATA_FORMATS,
         "format_labels": DATA_FORMAT_LABELS,
         "max_upload_bytes": settings.max_upload_bytes,
+        "max_speech_upload_bytes": settings.max_speech_upload_mb * 1024 * 1024,
         "deleted": _bounded(request.query_params.get("deleted"), 0, 0, MAX_DB_INT) or None,
     }
     return render(request, "datasets/list.html", context, user=user, nav="datasets")

@@ -3,7 +3,21 @@
 // events (`data: {chunk}` lines, then `data: [DONE]`) read from the response body,
 // each delta appended as it comes. Stop aborts the request: the server notices the
 // closed connection and stops generating.
+//
+// Speech: the microphone button records a question and fills the message box with
+// its transcript (POST /v1/audio/transcriptions, the default speech model, Persian);
+// each answer has a hear button that reads it aloud (POST /v1/audio/speech, espeak-ng).
 import { csrfToken } from "/static/js/app.js";
+import {
+  MicrophoneError,
+  alertIn,
+  errorDetail,
+  microphoneMessage,
+  playInto,
+  send as sendForm,
+  startRecording,
+  synthesize,
+} from "/static/js/speech-audio.js";
 
 const root = document.getElementById("playground");
 const $ = (id) => document.getElementById(id);
@@ -146,11 +160,115 @@ async function send(prompt) {
     }
   } finally {
     item.classList.remove("streaming");
+    if (answer && item.isConnected) addHearButton(item, answer);
     if (answer) history.push({ role: "assistant", content: answer });
     else history.pop(); // the question had no answer: let the user ask again
     controller = null;
     busy(false);
     $("prompt").focus();
+  }
+}
+
+function addHearButton(item, answer) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "secondary hear";
+  button.textContent = root.dataset.hear;
+  button.setAttribute("aria-label", root.dataset.hearLabel);
+  button.addEventListener("click", () => hear(item, button, answer));
+  item.append(button);
+}
+
+async function hear(item, button, answer) {
+  let audio = item.querySelector("audio");
+  if (audio) {
+    audio.currentTime = 0;
+    audio.play().catch(() => {});
+    return;
+  }
+  button.disabled = true;
+  item.querySelector(".note.speech")?.remove();
+  const waiting = document.createElement("span");
+  waiting.className = "note speech";
+  waiting.textContent = root.dataset.reading;
+  item.append(waiting);
+  try {
+    // the studio's voices read at most 4,096 characters at a time, as OpenAI's
+    const blob = await synthesize({ input: answer.slice(0, 4096), model: "espeak", voice: "espeak-fa" });
+    audio = document.createElement("audio");
+    audio.controls = true;
+    audio.setAttribute("aria-label", root.dataset.audioLabel);
+    waiting.remove();
+    item.append(audio);
+    playInto(audio, blob);
+  } catch (error) {
+    const why = error instanceof TypeError ? root.dataset.network : error.message;
+    waiting.textContent = `${root.dataset.ttsFailed} ${why}`;
+    waiting.dir = "auto";
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// The microphone: one press starts recording, the next stops it and transcribes.
+let recording = null;
+
+function micNotice(text) {
+  alertIn($("chat-error"), text, "warn");
+}
+
+function micState(on) {
+  $("mic").setAttribute("aria-pressed", String(on));
+  $("mic").classList.toggle("recording", on);
+}
+
+async function toggleMicrophone() {
+  $("chat-error").replaceChildren();
+  if (recording) return finishRecording();
+  $("mic").disabled = true;
+  try {
+    recording = await startRecording({ maxSeconds: 120, onLimit: finishRecording });
+    micState(true);
+    $("chat-status").textContent = root.dataset.listening;
+  } catch (error) {
+    micNotice(microphoneMessage(error, root));
+  } finally {
+    $("mic").disabled = false;
+  }
+}
+
+async function finishRecording() {
+  const current = recording;
+  if (!current) return;
+  recording = null;
+  micState(false);
+  $("mic").disabled = true;
+  $("chat-status").textContent = root.dataset.transcribing;
+  try {
+    const file = await current.stop();
+    const form = new FormData();
+    form.append("file", file);
+    form.append("model", "whisper-1"); // the studio's default speech model
+    form.append("language", "fa");
+    form.append("response_format", "json");
+    const response = await sendForm("/v1/audio/transcriptions", { form });
+    if (!response.ok) throw new Error(await errorDetail(response));
+    const text = String((await response.json()).text ?? "").trim();
+    if (!text) {
+      $("chat-status").textContent = root.dataset.noSpeech;
+      return;
+    }
+    const prompt = $("prompt");
+    prompt.value = prompt.value.trim() ? `${prompt.value.trimEnd()} ${text}` : text;
+    followTextDirection(prompt);
+    prompt.focus();
+    $("chat-status").textContent = root.dataset.transcribed;
+  } catch (error) {
+    $("chat-status").textContent = "";
+    if (error instanceof MicrophoneError) micNotice(microphoneMessage(error, root));
+    else micNotice(`${root.dataset.sttFailed} ${error instanceof TypeError ? root.dataset.network : error.message}`);
+  } finally {
+    $("mic").disabled = false;
   }
 }
 
@@ -189,6 +307,7 @@ if (root) {
     }
   });
   $("stop").addEventListener("click", () => controller?.abort());
+  $("mic").addEventListener("click", toggleMicrophone);
   $("clear").addEventListener("click", () => {
     history.length = 0;
     $("messages").replaceChildren();
