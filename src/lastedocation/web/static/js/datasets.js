@@ -56,7 +56,10 @@ function setUpUpload(form) {
     errors.replaceChildren();
     const file = form.elements.file.files[0];
     if (!file) return refusal(msg.msgRefused, msg.msgNoFile, []);
-    if (file.size > Number(msg.maxBytes)) return refusal(msg.msgRefused, msg.msgTooLarge, []);
+    // a speech archive goes to its own route, under its own (larger) limit
+    const archive = /\.(zip|tar|tgz|tar\.gz)$/i.test(file.name);
+    const limit = Number(archive ? msg.maxArchiveBytes : msg.maxBytes);
+    if (file.size > limit) return refusal(msg.msgRefused, archive ? msg.msgArchiveTooLarge : msg.msgTooLarge, []);
 
     const query = new URLSearchParams();
     for (const name of OPTION_FIELDS) {
@@ -70,7 +73,7 @@ function setUpUpload(form) {
     body.append("file", file, file.name);
 
     xhr = new XMLHttpRequest();
-    xhr.open("POST", `/api/v1/datasets?${query}`);
+    xhr.open("POST", `/api/v1/datasets${archive ? "/speech" : ""}?${query}`);
     xhr.setRequestHeader("X-CSRF-Token", csrfToken());
     xhr.responseType = "json";
     xhr.upload.addEventListener("progress", (e) => {
