@@ -130,7 +130,7 @@ def test_every_response_format(studio: Studio, clip: Path) -> None:
         file=clip,
         language="fa",
         response_format="verbose_json",
-        timestamp_granularities=["word"],
+        timestamp_granularities=["word", "segment"],  # a repeated form field: both count
     )
     extra = verbose.model_extra or {}
     assert extra["task"] == "transcribe" and verbose.language == "persian"

@@ -5,6 +5,7 @@ member's datasets, runs and models."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,11 @@ from fastapi.testclient import TestClient
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lastedocation.settings import Settings
+from lastedocation.speech.models import register_bundled_once
 from tests.conftest import add_account, sign_in
+from tests.speech.conftest import espeak_wav
+
+JOBS = "/api/v1/speech/transcriptions"
 
 PUBLIC = {
     ("GET", "/healthz"),
@@ -56,6 +61,23 @@ def _member_model(member: TestClient, tmp_path: Path) -> int:
     return int(response.json()["id"])
 
 
+def _member_transcription(member: TestClient, tmp_path: Path) -> int:
+    """A job of the member's, on the bundled Whisper base, cancelled at once (ended)."""
+    app = member.app
+    with app.state.sessions() as session:  # type: ignore[attr-defined]
+        register_bundled_once(session=session, settings=app.state.settings)  # type: ignore[attr-defined]
+    clip = espeak_wav("سلام", tmp_path / "clip.wav").read_bytes()
+    queued = member.post(JOBS, files={"file": ("clip.wav", clip)})
+    assert queued.status_code == 202, queued.text
+    job_id = int(queued.json()["id"])
+    member.post(f"{JOBS}/{job_id}/cancel")
+    for _ in range(600):
+        if member.get(f"{JOBS}/{job_id}").json()["state"] in ("done", "failed", "cancelled"):
+            return job_id
+        time.sleep(0.05)
+    raise AssertionError("the transcription did not end")
+
+
 def _routes(client: TestClient) -> list[tuple[str, str]]:
     schema = client.get("/openapi.json").json()
     return sorted(
@@ -89,6 +111,9 @@ def test_every_route_answers_by_role(
     ids = {"dataset_id": dataset_id, "run_id": run_id, "split_id": 1, "token_id": 1}
     ids["user_id"] = add_account(settings, "victim")
     ids["model_id"] = _member_model(member_client, tmp_path)
+    ids["transcription_id"] = _member_transcription(member_client, tmp_path)
+    ids["voice_id"] = "nope"
+    ids["row"] = 1
 
     checked = 0
     for method, path in _routes(client):
@@ -102,7 +127,9 @@ def test_every_route_answers_by_role(
         if path.startswith(ADMIN_ONLY):
             member = member_client.request(method, url, **kwargs)
             assert member.status_code == 403, (method, path, member.text)
-        if any(key in path for key in ("{dataset_id}", "{run_id}", "{model_id}")):
+        if any(
+            key in path for key in ("{dataset_id}", "{run_id}", "{model_id}", "{transcription_id}")
+        ):
             other = other_member_client.request(method, url, **kwargs)
             assert other.status_code == 404, (method, path, other.text)
         if method == "GET":
@@ -136,12 +163,14 @@ def test_every_route_answers_by_role(
     add_account(settings, "newcomer")
     sign_in(newcomer, "newcomer")
     for method, path in _routes(client):
-        if not any(key in path for key in ("{dataset_id}", "{run_id}", "{model_id}")):
+        if not any(
+            key in path for key in ("{dataset_id}", "{run_id}", "{model_id}", "{transcription_id}")
+        ):
             continue
         body = BODIES.get((method, path))
         kwargs = {"json": body} if body is not None else {}
         for member in (other_member_client, newcomer):
             answer = member.request(method, path.format(**ids), **kwargs)
             assert answer.status_code == 404, (method, path, answer.text)
-    for member in (other_member_client, newcomer):
-        assert member.get("/v1/models").json()["data"] == []
+    for member in (other_member_client, newcomer):  # only the shared speech model
+        assert [m["id"] for m in member.get("/v1/models").json()["data"]] == ["whisper-base"]

@@ -37,6 +37,7 @@ FILE_UPLOAD_BODY = {
 # Room for the multipart boundaries and headers around the file itself.
 _ENVELOPE = 64 * 1024
 _MAX_FIELD_BYTES = 4096
+_MAX_REPEATS = 16  # values kept of one repeated field (e.g. timestamp_granularities[])
 
 
 @dataclass
@@ -56,7 +57,8 @@ class Upload:
     path: Path
     filename: str
     size: int
-    fields: dict[str, str]
+    fields: dict[str, str]  # a field sent more than once: its last value
+    repeated: dict[str, list[str]] = field(default_factory=dict)  # every value, in order
 
 
 def _disposition(headers: list[tuple[bytes, bytes]]) -> tuple[str, str | None]:
@@ -94,6 +96,7 @@ async def receive_upload(
     part = _Part()
     found: dict[str, object] = {}
     fields: dict[str, str] = {}
+    repeated: dict[str, list[str]] = {}
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         part.header_field += data[start:end]
@@ -130,6 +133,8 @@ async def receive_upload(
             found["size"] = part.size
         elif part.name and part.filename is None:
             fields[part.name] = part.value.decode("utf-8", "replace")
+            if len(repeated.setdefault(part.name, [])) < _MAX_REPEATS:
+                repeated[part.name].append(fields[part.name])
         part.headers, part.out, part.value, part.size = [], None, bytearray(), 0
 
     parser = MultipartParser(
@@ -159,4 +164,4 @@ async def receive_upload(
         raise InvalidInput("the request has no file in a field named `file`", field="file")
     if "size" not in found:
         raise InvalidInput("the upload ended before the file was complete", field="file")
-    return Upload(dest, str(found["file"]), int(os.path.getsize(dest)), fields)
+    return Upload(dest, str(found["file"]), int(os.path.getsize(dest)), fields, repeated)

@@ -17,6 +17,7 @@ from lastedocation.models import registry
 from lastedocation.models.entries import ModelEntry
 from lastedocation.settings import Settings
 from lastedocation.speech import models as speech_models
+from lastedocation.speech.audio import _clock
 
 OPENAI_DEFAULT = "whisper-1"  # what OpenAI's clients send: the studio's default model
 
@@ -76,8 +77,8 @@ def probe(path: Path, *, max_seconds: float, name: str) -> None:
             duration = container.duration / av.time_base if container.duration else None
             if duration is not None and duration > max_seconds:
                 raise AudioInvalid(
-                    f"{name} is {duration / 60:.1f} min long; the limit is "
-                    f"{max_seconds / 60:.1f} min (LASTEDOCATION_MAX_AUDIO_SECONDS)",
+                    f"{name} is {_clock(duration)} long, longer than the limit of "
+                    f"{_clock(max_seconds)} (LASTEDOCATION_MAX_AUDIO_SECONDS)",
                     problem="too_long",
                     limit_s=max_seconds,
                 )

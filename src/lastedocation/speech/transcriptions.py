@@ -16,6 +16,7 @@ the segments are read back. `Transcriber` (speech/transcriber.py) runs the jobs.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -105,9 +106,13 @@ def submit(
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{job.id:06d}.audio"
     os.replace(audio, target)
-    job.audio = str(target.relative_to(settings.data_dir))
-    add_event(session, job, "state", state="queued", progress=0.0)
-    session.commit()
+    try:
+        job.audio = str(target.relative_to(settings.data_dir))
+        add_event(session, job, "state", state="queued", progress=0.0)
+        session.commit()
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
     return job
 
 
@@ -229,8 +234,6 @@ def download(*, session: Session, job: Transcription, fmt: str) -> tuple[str, st
         with_words=bool(job.options.get("word_timestamps")),
     )
     if isinstance(body, dict):
-        import json
-
         body = json.dumps(body, ensure_ascii=False, indent=1)
     stem = Path(job.filename).stem or f"transcription-{job.id}"
     return body, subtitles.MEDIA_TYPES[style], f"{stem}.{fmt}"

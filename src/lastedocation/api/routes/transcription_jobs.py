@@ -14,7 +14,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from lastedocation import ownership
@@ -125,7 +124,7 @@ def _utc(moment: datetime | None) -> datetime | None:
     ),
     responses={**_UPLOADED, **error_responses(404, 409)},
 )
-async def queue_transcription(request: Request, user: CurrentUser, settings: SettingsDep) -> Any:
+async def queue_transcription(request: Request, user: StreamingUser, settings: SettingsDep) -> Any:
     """Queue an audio file (multipart field `file`) for transcription in the background."""
     path, filename, fields = await receive_audio(request, settings)
     try:
@@ -165,7 +164,7 @@ async def queue_transcription(request: Request, user: CurrentUser, settings: Set
     return answer
 
 
-@router.get("", response_model=list[TranscriptionPublic])
+@router.get("", response_model=list[TranscriptionPublic], responses=error_responses(422))
 def list_transcriptions(
     user: CurrentUser,
     session: SessionDep,
@@ -193,9 +192,13 @@ def get_transcription(transcription_id: ItemId, user: CurrentUser, session: Sess
 
 @router.get(
     "/{transcription_id}/events",
-    response_class=EventStreamResponse,
-    status_code=200,
-    responses=_ONE,
+    responses={
+        200: {
+            "description": "Server-sent events until the job ends.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **_ONE,
+    },
 )
 async def transcription_events(
     transcription_id: ItemId,
@@ -237,7 +240,6 @@ def cancel_transcription(
 
 @router.get(
     "/{transcription_id}/download",
-    response_class=PlainTextResponse,
     responses={
         200: {
             "description": "The transcript as a file (Content-Disposition: attachment).",

@@ -30,6 +30,7 @@ from lastedocation.api.routes.openai_compat import _OpenAIRoute
 from lastedocation.api.upload import receive_upload
 from lastedocation.datasets.service import safe_filename
 from lastedocation.errors import AudioInvalid, InvalidInput
+from lastedocation.inference.schemas import ErrorOut
 from lastedocation.settings import MB, Settings
 from lastedocation.speech import intake, stt, subtitles
 from lastedocation.speech.audio import decode
@@ -101,10 +102,17 @@ async def receive_audio(request: Request, settings: Settings) -> tuple[Path, str
         upload = await receive_upload(
             request, dest=dest, limit=settings.max_audio_upload_mb * MB, setting=_SETTING
         )
-        return upload.path, safe_filename(upload.filename), upload.fields
+        fields = dict(upload.fields)
+        granularities = upload.repeated.get(_GRANULARITIES, [])
+        if "word" in granularities:  # OpenAI's clients send both "word" and "segment"
+            fields[_GRANULARITIES] = "word"
+        return upload.path, safe_filename(upload.filename), fields
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
+
+
+_GRANULARITIES = "timestamp_granularities[]"
 
 
 def about_file(exc: AudioInvalid) -> AudioInvalid:
@@ -136,8 +144,14 @@ def about_file(exc: AudioInvalid) -> AudioInvalid:
             },
         },
         **OPENAI_ERRORS,
-        413: {"description": "The file passes LASTEDOCATION_MAX_AUDIO_UPLOAD_MB."},
-        422: {"description": "The audio cannot be decoded, or is empty, silent or too long."},
+        413: {
+            "model": ErrorOut,
+            "description": "The file passes LASTEDOCATION_MAX_AUDIO_UPLOAD_MB.",
+        },
+        422: {
+            "model": ErrorOut,
+            "description": "The audio cannot be decoded, or is empty, silent or too long.",
+        },
     },
 )
 async def create_transcription(
@@ -168,11 +182,14 @@ async def create_transcription(
                 )
                 return intake.model_folder(settings, entry)
 
-        folder = await run_in_threadpool(find)
-        intake.refuse_empty(path, name=repr(filename))
-        try:
+        name = repr(filename)
+        try:  # what is plainly not audio is refused first, as the jobs route does
+            await run_in_threadpool(
+                intake.probe, path, max_seconds=settings.max_audio_seconds, name=name
+            )
+            folder = await run_in_threadpool(find)
             audio = await run_in_threadpool(
-                decode, path, max_seconds=settings.max_audio_seconds, name=repr(filename)
+                decode, path, max_seconds=settings.max_audio_seconds, name=name
             )
         except AudioInvalid as exc:
             raise about_file(exc) from None
