@@ -197,3 +197,20 @@ def test_cli_transcribes_offline(persian_clips: list[tuple[Path, str]], tmp_path
     assert missing.exit_code == 1 and "no CTranslate2 weights" in missing.output
     wrong = runner.invoke(cli, ["speech", "transcribe", str(path), "--language", "xx"])
     assert wrong.exit_code == 1 and "'xx'" in wrong.output
+
+
+def test_cli_reads_text_aloud_into_a_file_the_transcriber_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LASTEDOCATION_DATA_DIR", str(tmp_path / "studio"))
+    runner = CliRunner()
+    out = tmp_path / "hello.mp3"
+    said = runner.invoke(cli, ["speech", "say", "کتاب را روی میز گذاشتم.", "-o", str(out)])
+    assert said.exit_code == 0, said.output
+    assert "espeak-fa" in said.output and "GPL-3.0-or-later" in said.output
+    heard = runner.invoke(cli, ["speech", "transcribe", str(out), "--format", "text"])
+    assert heard.exit_code == 0, heard.output
+    assert jiwer.cer(normalize("کتاب را روی میز گذاشتم"), normalize(heard.stdout)) <= MAX_CER
+
+    wrong = runner.invoke(cli, ["speech", "say", "سلام", "-o", str(tmp_path / "x.doc")])
+    assert wrong.exit_code == 1 and ".wav, .mp3" in wrong.output

@@ -23,7 +23,7 @@ from lastedocation.speech import bundled, stt, subtitles
 from lastedocation.speech.audio import decode
 from lastedocation.speech.models import CT2
 
-app = typer.Typer(help="Speech: transcribe audio files.", no_args_is_help=True)
+app = typer.Typer(help="Speech: transcribe audio files, read text aloud.", no_args_is_help=True)
 err = Console(stderr=True)
 BUNDLED_NAMES = ("whisper-1", bundled.NAME)
 
@@ -130,3 +130,25 @@ def transcribe(
         err.print(f"wrote {output} ({len(found)} segments, language {result.language})")
     else:
         typer.echo(text.rstrip("\n"))
+
+
+@app.command()
+def say(
+    text: Annotated[str, typer.Argument(help="Persian (or any) text to read aloud.")],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Audio file to write: .wav, .mp3, .opus, .flac."),
+    ] = Path("speech.wav"),
+    voice: Annotated[
+        str, typer.Option(help="A voice id (GET /api/v1/speech/voices); default: espeak-fa.")
+    ] = "alloy",
+    speed: Annotated[float, typer.Option(min=0.25, max=4.0, help="1 is normal.")] = 1.0,
+) -> None:
+    """Read text aloud into an audio file on this machine (no server needed)."""
+    from lastedocation.speech.tts import say as speak
+
+    try:
+        chosen = speak(load_settings(), text, output, voice=voice, speed=speed)
+    except StudioError as exc:
+        _fail(exc)
+    err.print(f"wrote {output} with the voice {chosen.id} (licence {chosen.licence})")
