@@ -229,3 +229,22 @@ def test_a_form_without_a_file_names_the_field(studio: Studio) -> None:
     )
     assert answer.status_code == 400 and answer.json()["error"]["param"] == "file"
     assert studio.leftovers() == []
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3"])
+def test_the_studio_hears_what_it_says(studio: Studio, fmt: str) -> None:
+    """A Persian sentence read by the studio's own /v1/audio/speech (espeak-ng, a little
+    slower than its default) is transcribed by /v1/audio/transcriptions: both through the
+    official client, both real models."""
+    client = studio.client()
+    sentence = "او هر روز صبح چای می‌نوشد."
+    spoken = client.audio.speech.create(
+        model="tts-1", voice="alloy", input=sentence, response_format=fmt, speed=0.8
+    )
+    audio = spoken.read()
+    assert len(audio) > 1000
+    heard = client.audio.transcriptions.create(
+        model="whisper-1", file=(f"sentence.{fmt}", audio), language="fa"
+    )
+    assert jiwer.cer(normalize(sentence), normalize(heard.text)) <= MAX_CER, heard.text
+    assert studio.leftovers() == []

@@ -74,7 +74,7 @@ class OpenAIForm(AudioForm):
 
     response_format: subtitles.ResponseFormat = "json"
     temperature: float = Field(default=0.0, ge=0.0, le=1.0)
-    temperature_fallback: bool = False
+    temperature_fallback: bool = True
     granularity: Literal["word", "segment"] | None = Field(
         default=None, alias="timestamp_granularities[]"
     )
