@@ -35,12 +35,12 @@ from typing import Any
 import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import ADMIN, add_account, sign_in  # noqa: E402
-from tests.server import StudioServer  # noqa: E402
-from tests.speech.conftest import SENTENCES  # noqa: E402
+from tests.conftest import ADMIN, add_account, sign_in
+from tests.server import StudioServer
+from tests.speech.conftest import SENTENCES
 
-from lastedocation.settings import Settings  # noqa: E402
-from lastedocation.speech import bundled, stt  # noqa: E402
+from lastedocation.settings import Settings
+from lastedocation.speech import bundled, stt
 
 TTS_TEXT = "امروز هوا آفتابی است. ما به کتابخانه می‌رویم. شب به خانه برمی‌گردیم."
 
@@ -155,8 +155,10 @@ def main() -> int:
           f"(runs {result['plain_s']})")  # fmt: skip
     verdict = "meets" if result["ratio"] >= 0.95 else "misses"
     print(f"ratio plain/studio: {result['ratio']}x ({verdict} the 0.95x target)")
-    print(f"text-to-speech, 3 sentences: first audio after {result['tts_first_audio_s']} s, "
-          f"whole answer {result['tts_whole_s']} s; espeak-ng alone {result['espeak_whole_s']} s")  # fmt: skip
+    keys = ("tts_first_audio_s", "tts_whole_s", "espeak_whole_s")
+    first, whole, alone = (result[k] for k in keys)
+    print(f"text-to-speech, 3 sentences: first audio after {first} s, whole answer {whole} s; "
+          f"espeak-ng alone {alone} s")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
     return 0

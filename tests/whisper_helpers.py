@@ -7,8 +7,8 @@
 A speech dataset's folder is what the studio's speech import writes: `records.jsonl`
 with `{"audio": "audio/000001.wav", "text": ..., "duration_s": ..., "sample_rate": ...,
 "file_name": ...}`, audio paths relative to the folder. The clips are espeak-ng reading
-Persian sentences, with several voices, so one sentence has several clips (they must
-stay on the same side of a split by sentence).
+Persian sentences (48 everyday ones), with two voices: one sentence may have several
+clips, which must stay on the same side of a split by sentence.
 """
 
 from __future__ import annotations
@@ -39,6 +39,30 @@ SENTENCES = [
     "او نامه‌ای برای مادرش نوشت.",
     "کتابخانه تا ساعت شش باز است.",
     "ما شام را با هم خوردیم.",
+    "امروز صبح زود از خواب بیدار شدم.",
+    "برادرم در دانشگاه پزشکی می‌خواند.",
+    "این کتاب را از کتابفروشی خریدم.",
+    "هوای پاییز خنک و دلپذیر است.",
+    "مادربزرگم در روستا زندگی می‌کند.",
+    "ما هر جمعه به کوه می‌رویم.",
+    "لطفاً پنجره را باز کنید.",
+    "من قهوه را بدون شکر می‌نوشم.",
+    "فردا امتحان ریاضی داریم.",
+    "اتوبوس امروز دیر رسید.",
+    "بچه‌ها در حیاط مدرسه بازی می‌کنند.",
+    "این خیابان شب‌ها خیلی آرام است.",
+    "دکتر گفت باید بیشتر استراحت کنم.",
+    "ما برای تولد او کیک پختیم.",
+    "رودخانه از وسط شهر می‌گذرد.",
+    "تلفن همراهم را در خانه جا گذاشتم.",
+    "معلم درس تازه‌ای به ما داد.",
+    "باغ ما پر از درخت سیب است.",
+    "او هر روز با دوچرخه به کار می‌رود.",
+    "در زمستان برف زیادی می‌بارد.",
+    "این فیلم داستان جالبی داشت.",
+    "همسایه ما یک سگ کوچک دارد.",
+    "نان تازه را از نانوایی خریدیم.",
+    "ساعت دیواری ده دقیقه عقب است.",
 ]
 VOICES = ("fa", "fa+m3")
 
@@ -54,13 +78,18 @@ def espeak(text: str, path: Path, voice: str = "fa", speed: int = 150) -> Path:
 
 
 def speech_dataset(
-    folder: Path, sentences: list[str] = SENTENCES, voices: tuple[str, ...] = VOICES
+    folder: Path,
+    sentences: list[str] = SENTENCES,
+    voices: tuple[str, ...] = VOICES,
+    *,
+    every_voice: bool = True,
 ) -> Path:
-    """A speech dataset folder (records.jsonl + audio/); returns records.jsonl."""
+    """A speech dataset folder (records.jsonl + audio/); returns records.jsonl. Each
+    sentence is read by every voice, or (`every_voice=False`) by the next voice in turn."""
     (folder / "audio").mkdir(parents=True)
     lines = []
-    for text in sentences:
-        for voice in voices:
+    for n, text in enumerate(sentences):
+        for voice in voices if every_voice else (voices[n % len(voices)],):
             name = f"{len(lines) + 1:06d}.wav"
             espeak(text, folder / "audio" / name, voice)
             with wave.open(str(folder / "audio" / name)) as w:

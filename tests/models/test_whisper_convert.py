@@ -17,11 +17,10 @@ from faster_whisper.audio import pad_or_trim
 from faster_whisper.feature_extractor import FeatureExtractor
 from transformers import WhisperForConditionalGeneration
 
+from lastedocation.models.ct2_file import ConversionError, read_ctranslate2
 from lastedocation.models.whisper_convert import (
-    ConversionError,
     ctranslate2_to_transformers,
     ensure_transformers,
-    read_ctranslate2,
     transformers_to_ctranslate2,
 )
 from lastedocation.speech import bundled

@@ -41,7 +41,7 @@ from lastedocation.training import checkpoint as ckpt
 from lastedocation.training.config import ConfigError, parse_config
 from lastedocation.training.events import effective_steps, read_events, write_control
 from lastedocation.training.recipe import train_run
-from lastedocation.training.whisper_data import ClipPlan, split_by_sentence
+from lastedocation.training.whisper_data import ClipPlan, check_speech_run, split_by_sentence
 from tests.conftest import ADMIN, add_account, sign_in
 from tests.tiny import merge
 from tests.whisper_helpers import (
@@ -96,6 +96,7 @@ def _trainer(run_dir: Path) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.mark.slow
 def test_pause_and_resume_in_a_new_process_is_exact(tmp_path: Path, records: Path) -> None:
     whole = write_speech_run(tmp_path / "whole", records)
     assert train_run(whole).state == "completed"
@@ -135,6 +136,7 @@ def test_pause_and_resume_in_a_new_process_is_exact(tmp_path: Path, records: Pat
     assert saved and not any(".encoder." in name for name in saved)
 
 
+@pytest.mark.slow
 def test_sigkill_anywhere_loses_nothing(tmp_path: Path, records: Path) -> None:
     """Killed mid-step and while a checkpoint is being written: whatever checkpoint is
     left verifies, partial ones are removed, and every step is counted once."""
@@ -147,7 +149,10 @@ def test_sigkill_anywhere_loses_nothing(tmp_path: Path, records: Path) -> None:
         metrics = effective_steps(_events(run_dir))
         return metrics[-1]["step"] if metrics else 0
 
-    for strike in ("mid-step", "mid-save"):
+    partial = False
+    for strike in ("mid-step", "mid-save", "mid-save", "mid-save"):
+        if strike == "mid-save" and partial:
+            break  # a kill left a half-written checkpoint behind: the case to recover from
         process = _trainer(run_dir)
         deadline = time.monotonic() + 120
         target = last_step() + 3
@@ -160,13 +165,16 @@ def test_sigkill_anywhere_loses_nothing(tmp_path: Path, records: Path) -> None:
         assert process.poll() is None, f"the trainer ended before the {strike} kill"
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
+        partial = any(root.glob("*.tmp"))
         for _, folder in ckpt.list_checkpoints(root):  # whatever is there is whole
             ckpt.verify(folder)
+    assert partial, "no kill landed while a checkpoint was being written"
     assert _trainer(run_dir).wait(timeout=300) == 0
     events = _events(run_dir)
     assert [m["step"] for m in effective_steps(events)] == list(range(1, 31))
     assert events[-1]["type"] == "state" and events[-1]["state"] == "completed"
     assert not list(root.glob("*.tmp"))
+    assert any(e["type"] == "log" and "removed partial" in e["message"] for e in events)
 
 
 def test_split_by_sentence_keeps_every_reading_together(tmp_path: Path) -> None:
@@ -211,6 +219,43 @@ def test_speech_config_problems_are_named_together(records: Path) -> None:
     config = parse_config({"task": "speech", "data": {"train": str(records)},
                            "model": {"preset": "whisper-tiny-random"}})  # fmt: skip
     assert config.training.lr == 1e-5 and config.speech.freeze_encoder
+
+
+def test_lora_on_the_decoder_merges_into_a_whole_model(tmp_path: Path, records: Path) -> None:
+    base = tiny_whisper(tmp_path / "base")
+    run_dir = write_speech_run(
+        tmp_path / "lora",
+        records,
+        model={"source": "local", "path": str(base)},
+        training={"method": "lora", "max_steps": 3, "eval_every": 100},
+    )
+    assert train_run(run_dir).state == "completed"
+    trained = load_file(
+        ckpt.list_checkpoints(run_dir / "checkpoints")[-1][1] / "trainable.safetensors"
+    )
+    assert trained and all("lora_" in name and ".decoder." in name for name in trained)
+    assert (run_dir / "adapter" / "adapter_config.json").is_file()
+    merged = load_file(run_dir / "model" / "model.safetensors")
+    original = load_file(base / "model.safetensors")
+    assert not any("lora_" in name for name in merged)
+    assert torch.equal(merged["model.encoder.conv1.weight"], original["model.encoder.conv1.weight"])
+    name = "model.decoder.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged[name], original[name])  # the adapter, merged in
+
+
+def test_a_hub_model_offline_says_what_to_do(
+    records: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    config = parse_config(
+        {"task": "speech", "data": {"train": str(records)},
+         "model": {"source": "hub", "hub_id": "openai/whisper-base"}}
+    )  # fmt: skip
+    with pytest.raises(InvalidInput, match=r"model\.source: local") as refused:
+        check_speech_run(config)
+    assert refused.value.extra["field"] == "model"
 
 
 @pytest.mark.parametrize(
@@ -342,7 +387,10 @@ def test_a_speech_run_registers_a_model_faster_whisper_serves(
     with pytest.raises(InvalidInput, match=r"model 'tiny-whisper' is a speech model"):
         _create(app, admin, text, {"model": {"source": "registry", "model_id": tiny}})
 
-    run_id = _create(app, admin, speech, body)
+    created = client.post("/api/v1/runs", json={"dataset_id": speech, **body})  # the API
+    assert created.status_code == 201, created.text
+    run_id = created.json()["id"]
+    assert created.json()["config"]["task"] == "speech"
     preflight = client.get(f"/api/v1/runs/{run_id}/preflight").json()
     assert (preflight["examples"], preflight["validation_examples"]) == (4, 2)
     assert preflight["audio_seconds"] > 5 and preflight["memory"]["parameters"] > 3_000_000
@@ -368,8 +416,12 @@ def test_fine_tuning_whisper_base_lowers_cer_on_held_out_sentences(
     tmp_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """The real base model, encoder frozen, a few steps on 48 espeak clips (24 sentences,
-    two voices); the validation split holds whole sentences it never trained on."""
+    """The real base model, encoder frozen, 20 steps on 48 espeak clips (48 sentences,
+    two voices in turn); the validation split holds 10 sentences it never trained on.
+    With 24 sentences read twice, the decoder learned them by heart within a few epochs
+    and looped on a held-out one now and then ("در در در ..."), which one clip in ten is
+    enough to turn into a higher CER; twice the sentences, read once, improve steadily
+    (measured: 0.52 -> 0.39, 0.37, 0.36, 0.34 at steps 5, 10, 15, 20)."""
     app, client, admin = studio
     base = next(m for m in client.get("/api/v1/models").json() if m["name"] == "whisper-base")
     # the Transformers form the conversion tests made: shared, not converted again
@@ -377,7 +429,8 @@ def test_fine_tuning_whisper_base_lowers_cer_on_held_out_sentences(
         base_transformers(tmp_path_factory.getbasetemp()),
         app.state.settings.data_dir / f"models/{base['id']:06d}" / "transformers",
     )
-    dataset = _speech_dataset_row(app, speech_dataset(tmp_path / "ds"), admin)
+    records = speech_dataset(tmp_path / "ds", every_voice=False)
+    dataset = _speech_dataset_row(app, records, admin)
     started = time.monotonic()
     run_id = _create(
         app,
@@ -387,7 +440,7 @@ def test_fine_tuning_whisper_base_lowers_cer_on_held_out_sentences(
             "task": "speech",
             "model": {"source": "registry", "model_id": base["id"]},
             "data": {"validation_fraction": 0.2},
-            "training": {"max_steps": 16, "batch_size": 8, "lr": 1e-4, "eval_every": 100},
+            "training": {"max_steps": 20, "batch_size": 8, "lr": 1e-4, "eval_every": 100},
             "speech": {"freeze_encoder": True},
         },
     )
@@ -397,4 +450,4 @@ def test_fine_tuning_whisper_base_lowers_cer_on_held_out_sentences(
     before, after = metrics["base_eval"]["cer"], metrics["final_eval"]["cer"]
     print(f"CER {before:.3f} -> {after:.3f}, {time.monotonic() - started:.0f} s")
     assert metrics["base_eval"]["clips"] == metrics["final_eval"]["clips"] == 10
-    assert after < before, (before, after)  # measured: 0.421 -> 0.286
+    assert after < before, (before, after)  # measured: 0.522 -> 0.344

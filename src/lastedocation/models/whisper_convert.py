@@ -6,14 +6,10 @@
     ensure_transformers(model_folder)                     # once, under a lock, atomically
 
 Only CTranslate2 weights of the bundled Whisper base exist offline, so the way back is
-ours: `model.bin` is a small documented format (ctranslate2/specs/model_spec.py,
-`_serialize`): a version, the spec's name and revision, then each variable as name,
-shape, dtype and bytes, then aliases (one variable stored once under two names, e.g.
-the output projection tied to the embeddings). Every size in the header is checked
-against the file before anything is read, so a damaged or hostile file costs at most
-its own size. The name mapping inverts ctranslate2's `WhisperLoader`: CTranslate2
-fuses q/k/v (self-attention) and k/v (cross-attention) into one matrix with a zero bias
-for k, which Whisper does not have.
+ours: `model.bin` is read by `ct2_file` (bounded), and the name mapping inverts
+ctranslate2's `WhisperLoader` (converters/transformers.py): CTranslate2 fuses q/k/v
+(self-attention) and k/v (cross-attention) into one matrix with a zero bias for k,
+which Whisper does not have, and stores equal variables once (aliases).
 """
 
 from __future__ import annotations
@@ -24,101 +20,18 @@ import json
 import os
 import re
 import shutil
-import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
-from lastedocation.errors import InvalidInput
+from lastedocation.models.ct2_file import ConversionError, read_ctranslate2
 
 CT2, HF = "ctranslate2", "transformers"
 SIDE_FILES = ("tokenizer.json", "preprocessor_config.json")  # what faster-whisper reads
-_DTYPES = (torch.float32, torch.int8, torch.int16, torch.int32, torch.float16, torch.bfloat16)
-_MAX_VARIABLES = 100_000
 _TASK_TOKENS = {"<|transcribe|>", "<|translate|>"}
-_NOT_LANGUAGES = {
-    "<|endoftext|>", "<|startoftranscript|>", "<|translate|>", "<|transcribe|>",
-    "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>",
-}  # fmt: skip
-
-
-class ConversionError(InvalidInput):
-    """A model folder that cannot be converted; the message names the file and why."""
-
-
-def read_ctranslate2(path: Path, *, meta: bool = False) -> tuple[str, dict[str, torch.Tensor]]:
-    """The spec name and the variables of a CTranslate2 `model.bin` (aliases resolved).
-    With `meta`, only shapes (and scalars): the weights are skipped, not read."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        reader = _Reader(f, size, path.name)
-        version = reader.unpack("I")
-        if not 1 <= version <= 6:
-            raise ConversionError(f"{path.name}: unknown CTranslate2 binary version {version}")
-        spec = reader.string() if version >= 2 else ""
-        if version >= 2:
-            reader.unpack("I")  # the spec's revision: the layout below is the same
-        count = reader.unpack("I")
-        if count > _MAX_VARIABLES:
-            raise ConversionError(f"{path.name}: {count:,} variables is not a model")
-        variables: dict[str, torch.Tensor] = {}
-        for _ in range(count):
-            name = reader.string()
-            shape = [reader.unpack("I") for _ in range(reader.unpack("B"))]
-            type_id = reader.unpack("B")
-            if type_id >= len(_DTYPES):
-                raise ConversionError(f"{path.name}: {name} has an unknown dtype {type_id}")
-            dtype = _DTYPES[type_id]
-            nbytes = reader.unpack("I")
-            numel = 1
-            for dim in shape:
-                numel *= dim
-            if nbytes != numel * dtype.itemsize:
-                raise ConversionError(f"{path.name}: {name} says {nbytes} bytes for {shape}")
-            if meta and shape:
-                reader.skip(nbytes)
-                variables[name] = torch.empty(shape, dtype=dtype, device="meta")
-                continue
-            data = bytearray(reader.take(nbytes))
-            tensor = torch.frombuffer(data, dtype=dtype) if nbytes else torch.empty(0, dtype=dtype)
-            variables[name] = tensor.reshape(shape)
-        if version >= 3:
-            for _ in range(reader.unpack("I")):
-                alias, target = reader.string(), reader.string()
-                if target not in variables:
-                    raise ConversionError(f"{path.name}: alias {alias} names no variable")
-                variables[alias] = variables[target]
-        if f.tell() != size:
-            raise ConversionError(f"{path.name}: {size - f.tell():,} bytes after the last entry")
-    return spec, variables
-
-
-class _Reader:
-    def __init__(self, f: BinaryIO, size: int, name: str) -> None:
-        self.f, self.size, self.name = f, size, name
-
-    def take(self, n: int) -> bytes:
-        if self.f.tell() + n > self.size:
-            raise ConversionError(f"{self.name} is cut short (truncated or not a model.bin)")
-        return self.f.read(n)
-
-    def skip(self, n: int) -> None:
-        if self.f.tell() + n > self.size:
-            raise ConversionError(f"{self.name} is cut short (truncated or not a model.bin)")
-        self.f.seek(n, os.SEEK_CUR)
-
-    def unpack(self, fmt: str) -> int:
-        return int(struct.unpack("<" + fmt, self.take(struct.calcsize(fmt)))[0])
-
-    def string(self) -> str:
-        raw = self.take(self.unpack("H"))
-        try:
-            return raw.rstrip(b"\0").decode("utf-8")
-        except UnicodeDecodeError:
-            raise ConversionError(f"{self.name}: a name is not UTF-8") from None
 
 
 def _layers(variables: dict[str, torch.Tensor], side: str) -> int:

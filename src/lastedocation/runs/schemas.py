@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -17,18 +17,24 @@ class RunCreate(BaseModel):
 
     dataset_id: RowId
     name: str = Field(default="run", max_length=200)
+    task: Literal["text", "speech"] = Field(
+        default="text", description="speech: fine-tune Whisper on a speech dataset."
+    )
     data: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     lora: dict[str, Any] = Field(default_factory=dict)
+    speech: dict[str, Any] = Field(default_factory=dict)
 
     def config(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "task": self.task,
             "data": self.data,
             "model": self.model,
             "training": self.training,
             "lora": self.lora,
+            **({"speech": self.speech} if self.task == "speech" or self.speech else {}),
         }
 
 

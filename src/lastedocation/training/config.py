@@ -291,11 +291,16 @@ def _qlora_problems() -> list[tuple[str, str]]:
     return []
 
 
-_TEXT_ONLY = {
-    "data.data_format": "data_format",
-    "data.question_field": "question_field",
-    "data.answer_field": "answer_field",
-    "data.split_key": "split_key",
+_FORMAT = "a text-run option: a speech dataset's rows are audio files with transcripts"
+_TEXT_ONLY = {  # field: why a speech run refuses it
+    "data_format": _FORMAT,
+    "question_field": _FORMAT,
+    "answer_field": _FORMAT,
+    "split_key": "a text-run option: a speech run keeps every clip of one transcript on "
+    "the same side of the split",
+    "normalize": "a text-run option: a speech run trains on the transcripts as they are "
+    "(WER and CER compare them after Persian normalization)",
+    "drop_invalid": "a text-run option: a speech run refuses a bad clip, naming its row",
 }
 
 
@@ -305,16 +310,20 @@ def _speech_problems(config: RunConfig) -> list[tuple[str, str]]:
     model, training, data = config.model, config.training, config.data
     if model.source == "scratch" and model.preset not in SPEECH_PRESETS:
         problems.append(
-            ("model.preset", f"a speech run from scratch needs a Whisper preset: {SPEECH_PRESETS}")
+            (
+                "model.preset",
+                "a speech run needs a Whisper model: model.source registry with a speech "
+                "model's id (the bundled whisper-base), hub, or the preset "
+                + " or ".join(SPEECH_PRESETS),
+            )
         )
     if training.method == "qlora":
         problems.append(("training.method", "speech runs train full or lora"))
     if training.devices > 1:
         problems.append(("training.devices", "speech runs train on one device"))
-    for field, key in _TEXT_ONLY.items():
-        if getattr(data, key) is not None:
-            problems.append((field, "text runs only; a speech run keeps every clip of one "
-                             "transcript on the same side of the split"))  # fmt: skip
+    for key, why in _TEXT_ONLY.items():
+        if getattr(data, key) not in (None, False):
+            problems.append((f"data.{key}", why))
     language = config.speech.language
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 

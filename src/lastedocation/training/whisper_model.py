@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lastedocation.models.ct2_file import ConversionError
 from lastedocation.models.whisper_convert import (
     CT2,
     HF,
-    ConversionError,
     convert_once,
     ensure_transformers,
     generation_config,
@@ -91,6 +91,10 @@ def with_prefix(tokenizer: Any, language: str) -> Any:
     """Transcripts encode as <|startoftranscript|><|lang|><|transcribe|><|notimestamps|>
     text <|endoftext|>."""
     token = f"<|{language}|>"
+    if not hasattr(tokenizer, "set_prefix_tokens"):
+        raise ModelSourceError(
+            f"the model's tokenizer ({type(tokenizer).__name__}) is not Whisper's"
+        )
     if tokenizer.convert_tokens_to_ids(token) in (None, tokenizer.unk_token_id):
         raise ModelSourceError(f"the model's tokenizer has no {token} token")
     tokenizer.set_prefix_tokens(language=language, task="transcribe", predict_timestamps=False)
