@@ -98,13 +98,11 @@ class Settings(BaseSettings):
         description="The speech model (name or id) that `whisper-1`, what OpenAI's clients "
         "send, means; default: the bundled whisper-base.",
     )
-    whisper_compute_type: Literal["auto", "float32", "int8", "float16", "int8_float16"] = (
-        Field(
-            default="auto",
-            description="How faster-whisper computes: auto is float16 on a GPU; on a CPU, int8 "
-            "where the CPU has int8 dot-product units (VNNI or AMX), else float32 (int8 is "
-            "slower than float32 on a CPU without them).",
-        )
+    whisper_compute_type: Literal["auto", "float32", "int8", "float16", "int8_float16"] = Field(
+        default="auto",
+        description="How faster-whisper computes: auto is float16 on a GPU; on a CPU, int8 "
+        "where the CPU has int8 dot-product units (VNNI or AMX), else float32 (int8 is "
+        "slower than float32 on a CPU without them).",
     )
     speech_max_models: int = Field(
         default=2, ge=1, description="Speech models kept loaded at once (least recently used go)."
