@@ -113,3 +113,25 @@ def test_every_message_of_the_speech_page_and_the_playground_is_in_persian() -> 
         used |= {a or b for a, b in found}
     missing = sorted(m for m in used if catalog.gettext(m) == m and m != "Top-p")
     assert not missing
+
+
+def test_a_speech_model_page_offers_transcription_not_chat(member: TestClient) -> None:
+    (whisper,) = member.get("/api/v1/models").json()
+    assert (whisper["kind"], whisper["source"], whisper["name"]) == (
+        "speech",
+        "bundled",
+        "whisper-base",
+    )
+    page = content(member.get(f"/models/{whisper['id']}").text)
+    assert f'href="/speech?model={whisper["id"]}"' in page and "/playground?model=" not in page
+    assert "/export" not in page and "/push" not in page and "/evaluations" not in page
+    assert "همراه استودیو" in page and "MIT" in page  # its source and licence, in Persian
+    chosen = member.get(f"/speech?model={whisper['id']}").text
+    assert re.search(r'<option value="whisper-base"\s*selected', chosen)
+    # the text-only services refuse it with a 400 that says what it is
+    chat = member.post(
+        "/v1/chat/completions",
+        json={"model": "whisper-base", "messages": [{"role": "user", "content": "سلام"}]},
+        headers={"X-CSRF-Token": member.cookies.get("ldt_csrf", "")},
+    )
+    assert chat.status_code == 400 and "speech (Whisper) model" in chat.text

@@ -64,7 +64,10 @@ def register_bundled_once(*, session: Session, settings: Settings) -> ModelEntry
             "format": CT2,
             "parameters": 74_000_000,
             "licence": bundled.LICENCE,
-            "size_bytes": sum(p.stat().st_size for p in (staged / CT2).iterdir()),
+            "dtype": "float16",
+            "weight_files": [f"{CT2}/model.bin"],
+            "has_tokenizer": True,
+            "total_bytes": sum(p.stat().st_size for p in (staged / CT2).iterdir()),
         },
     )
     _add(session, settings, entry, staged)

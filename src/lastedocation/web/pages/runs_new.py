@@ -28,7 +28,15 @@ from lastedocation.models import registry
 from lastedocation.runs import service
 from lastedocation.runs.schemas import RunCreate
 from lastedocation.system import gpu_figures
-from lastedocation.training.config import DataConfig, LoraSettings, ModelConfig, TrainingConfig
+from lastedocation.training.config import (
+    SPEECH_PRESETS,
+    DataConfig,
+    LoraSettings,
+    ModelConfig,
+    RunConfig,
+    SpeechSettings,
+    TrainingConfig,
+)
 from lastedocation.web.deps import CsrfChecked, PageUser
 from lastedocation.web.i18n import Language
 from lastedocation.web.render import language, render
@@ -59,6 +67,19 @@ PRESETS: dict[str, dict[str, str]] = {
         "training.eval_every": "10",
         "training.save_every": "25",
         "training.threads": "1",
+    },
+    # Whisper fine-tuning: the registry model is chosen on the page (the bundled
+    # whisper-base when it is there); a low rate, so Whisper keeps what it knew.
+    "speech": {
+        "task": "speech",
+        "model.source": "registry",
+        "training.max_steps": "200",
+        "training.batch_size": "8",
+        "training.lr": "1e-05",
+        "training.warmup_steps": "20",
+        "training.eval_every": "50",
+        "training.save_every": "100",
+        "speech.freeze_encoder": "on",
     },
     "small": {
         "model.source": "scratch",
@@ -91,7 +112,21 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "model": ModelConfig,
     "training": TrainingConfig,
     "lora": LoraSettings,
+    "speech": SpeechSettings,
 }
+# Fields that mean something for one task only: the page hides the others, and a
+# hidden field is not sent to the service (a leftover value must not fail the run).
+TEXT_ONLY = frozenset(
+    {
+        "model.vocab_size",
+        "training.seq_len",
+        "training.packing",
+        "data.split_key",
+        "data.normalize",
+        "data.drop_invalid",
+    }
+)
+BUNDLED_SPEECH_MODEL = "whisper-base"
 
 
 @dataclass(frozen=True)
@@ -155,7 +190,15 @@ FIELDS["data.validation_dataset_id"] = FormField(
     default="",
     description="Another dataset to evaluate on; empty: part of the training data is held out.",
 )
+FIELDS["task"] = _form_field("task", RunConfig.model_fields["task"])
 ADMIN_ONLY = frozenset({"model.path"})
+
+
+def task_of(name: str) -> str:
+    """The task a field belongs to ("" for both)."""
+    if name.startswith("speech."):
+        return "speech"
+    return "text" if name in TEXT_ONLY else ""
 
 
 def defaults(preset: str = "") -> dict[str, str]:
@@ -178,14 +221,20 @@ def run_body(values: dict[str, str]) -> dict[str, Any]:
     body: dict[str, Any] = {"dataset_id": values["dataset_id"] or None}
     if values["name"].strip():
         body["name"] = values["name"].strip()
+    task = values["task"] or "text"
     for name, field in FIELDS.items():
         value: Any = values[name]
+        if task_of(name) not in ("", task):
+            continue  # hidden for this task
         if field.kind == "bool":
             value = value == "on"
         elif value == "":
             continue
-        section, key = name.split(".")
-        body.setdefault(section, {})[key] = value
+        section, _, key = name.rpartition(".")
+        if section:
+            body.setdefault(section, {})[key] = value
+        else:
+            body[key] = value  # top level: the task
     return body
 
 
@@ -211,6 +260,32 @@ _PROBLEMS = [
     (r"\S+ is inside the studio's data folder.*", "name datasets and models by their id"),
     (r"(.+) has no config\.json \(not a HF model\)", "{0} is not a Hugging Face model folder"),
     (r"this machine has (\d+) GPU\(s\).*", "this machine has {0} GPU(s); ask for no more"),
+    (
+        r"dataset (?:'(.+)'|\"(.+)\") is a text dataset; a speech run needs a speech dataset.*",
+        "{0} is a text dataset; a speech run needs a speech dataset",
+    ),
+    (
+        r"dataset (?:'(.+)'|\"(.+)\") is a speech dataset; a text run needs a text dataset.*",
+        "{0} is a speech dataset; a text run needs a text dataset (or choose the speech task)",
+    ),
+    (
+        r"model (?:'(.+)'|\"(.+)\") is a text model; a speech run needs a speech model.*",
+        "{0} is a text model; a speech run needs a speech model",
+    ),
+    (
+        r"model (?:'(.+)'|\"(.+)\") is a speech model; a text run needs a text model.*",
+        "{0} is a speech model; a text run needs a text model (or choose the speech task)",
+    ),
+    (
+        r"a speech run needs a Whisper model.*",
+        "a speech run needs a Whisper model: a speech model of the studio, one from the Hub, "
+        "or the whisper-tiny-random size",
+    ),
+    (r"(\S+) is a speech model: set task: speech", "{0} is a speech model: choose the speech task"),
+    (r"speech runs train full or lora", "speech runs train full or lora"),
+    (r"speech runs train on one device", "speech runs train on one device"),
+    (r"a text-run option.*", "a text-run option: leave it empty for a speech run"),
+    (r"'(.+)' is not a Whisper language code", "{0} is not a Whisper language code"),
 ]
 
 
@@ -219,7 +294,8 @@ def translate_problem(lang: Language, message: str) -> str:
     for pattern, text in _PROBLEMS:
         match = re.fullmatch(pattern, message, flags=re.DOTALL)
         if match:
-            args = [lang.number(float(a)) if _numeric(a) else a for a in match.groups()]
+            found = [a for a in match.groups() if a is not None]  # (?:'x'|"x"): one of two
+            args = [lang.number(float(a)) if _numeric(a) else a for a in found]
             return lang.gettext(text).format(*args)
     return lang.gettext(message)
 
@@ -262,14 +338,22 @@ def _form(
     problems: dict[str, list[str]],
     status_code: int = 200,
 ) -> HTMLResponse:
+    models = [
+        *registry.list_models(session=session, user=user, kind="text"),
+        *registry.list_models(session=session, user=user, kind="speech"),
+    ]
+    presets = {name: {**defaults(), **preset} for name, preset in PRESETS.items()}
+    presets["speech"]["model.model_id"] = bundled_speech_id(models)
     context = {
         "fields": FIELDS,
         "values": values,
         "problems": problems,
         "defaults": defaults(),
-        "presets": {name: {**defaults(), **values} for name, values in PRESETS.items()},
+        "presets": presets,
         "datasets": datasets.list_datasets(session=session, user=user),
-        "models": registry.list_models(session=session, user=user, kind="text"),
+        "models": models,
+        "task_of": task_of,
+        "speech_presets": SPEECH_PRESETS,
         "gpus": len(gpu_figures()),
     }
     return render(request, "runs/new.html", context, user=user, nav="runs", status_code=status_code)
@@ -281,7 +365,17 @@ def new_run_page(
 ) -> HTMLResponse:
     values = defaults(preset if preset in PRESETS else "")
     values["dataset_id"] = dataset
+    if preset == "speech":  # a preset cannot know the id: the bundled model, if any
+        speech = registry.list_models(session=session, user=user, kind="speech")
+        values["model.model_id"] = bundled_speech_id(speech)
     return _form(request, session, user, values, {})
+
+
+def bundled_speech_id(models: list[Any]) -> str:
+    """The id of the bundled Whisper model among `models` ("" when it is not there)."""
+    found = [m for m in models if m.kind == "speech" and m.name == BUNDLED_SPEECH_MODEL]
+    bundled = [m for m in found if m.source == "bundled"] or found
+    return str(bundled[0].id) if bundled else ""
 
 
 async def _form_fields(request: Request) -> dict[str, str]:

@@ -44,13 +44,14 @@ SAMPLE_TEXT = "سلام! این استودیو متن فارسی را با صد�
 
 @router.get("/speech", response_class=HTMLResponse)
 def speech_page(
-    request: Request, session: SessionDep, settings: SettingsDep, user: PageUser
+    request: Request, session: SessionDep, settings: SettingsDep, user: PageUser, model: str = ""
 ) -> HTMLResponse:
+    """`?model=ID` (a speech model's page links here) preselects that model."""
     models = registry.list_models(session=session, user=user, kind="speech")
     voices = voice_list.list_voices(settings)
     context = {
         "speech_models": models,
-        "default_model": _default_model(models, settings.default_speech_model),
+        "default_model": _default_model(models, model.strip() or settings.default_speech_model),
         "audio_languages": LANGUAGES,
         "voices": voices,
         "default_voice": settings.tts_default_voice,

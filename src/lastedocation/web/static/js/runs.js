@@ -165,11 +165,41 @@ function setupForm() {
   if (!form) return;
   const data = JSON.parse(document.getElementById("run-presets").textContent);
 
-  function showFields() {
-    for (const field of form.querySelectorAll("[data-show]")) {
-      const [name, wanted] = field.dataset.show.split("=");
-      field.hidden = !wanted.split(",").includes(form.elements[name]?.value);
+  // "a=x,y;b=z": shown when every condition holds
+  const holds = (show) =>
+    show.split(";").every((condition) => {
+      const [name, wanted] = condition.split("=");
+      return wanted.split(",").includes(form.elements[name]?.value);
+    });
+
+  // Options of the other task (its datasets, models, sizes) are hidden and disabled;
+  // a select left on one of them moves to the first option of this task.
+  function filterOptions() {
+    const task = form.elements.task?.value || "text";
+    for (const select of form.querySelectorAll("select")) {
+      const tagged = [...select.options].filter((o) => o.dataset.task);
+      if (!tagged.length) continue;
+      for (const option of tagged) option.hidden = option.disabled = option.dataset.task !== task;
+      if (select.selectedIndex < 0 || select.options[select.selectedIndex].disabled) {
+        const first = [...select.options].find((o) => !o.disabled);
+        if (first) first.selected = true;
+      }
     }
+  }
+
+  function showFields() {
+    filterOptions();
+    for (const field of form.querySelectorAll("[data-show]")) field.hidden = !holds(field.dataset.show);
+  }
+
+  // Switching the task moves an untouched learning rate to that task's default.
+  let task = form.elements.task?.value;
+  function taskChanged() {
+    const now = form.elements.task?.value;
+    if (!now || now === task) return;
+    const lr = form.elements["training.lr"];
+    if (lr && lr.value === data.lr[task]) lr.value = data.lr[now];
+    task = now;
   }
 
   function apply(values) {
@@ -180,6 +210,7 @@ function setupForm() {
       if (control.type === "checkbox") control.checked = value === "on";
       else control.value = value;
     }
+    task = form.elements.task?.value;
     showFields();
   }
 
@@ -191,7 +222,10 @@ function setupForm() {
       document.getElementById("preset-status").textContent = data.applied.replace("{name}", name);
     });
   }
-  form.addEventListener("change", showFields);
+  form.addEventListener("change", () => {
+    taskChanged();
+    showFields();
+  });
   form.addEventListener("submit", () => {
     const status = document.getElementById("start-status");
     status.textContent = status.dataset.busy;
