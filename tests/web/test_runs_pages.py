@@ -36,13 +36,15 @@ TINY_FORM = {
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """The studio of these tests: a quick supervisor, one run at a time."""
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """The studio of these tests: a quick supervisor, one run at a time; the bundled
+    whisper-base only where a test asks for it (`parametrize("settings", ["bundled"])`)."""
     return Settings(
         data_dir=tmp_path / "studio",
         import_sample_dataset=False,
         supervisor_interval_s=0.1,
         max_concurrent_runs=1,
+        bundled_speech_model=getattr(request, "param", "") == "bundled",
     )
 
 
@@ -219,3 +221,123 @@ def test_refused_server_paths_read_in_persian() -> None:
     member = "only an admin may name a server path; members name a base model by ..."
     assert translate_problem(fa, member) == "فقط مدیر می‌تواند پوشه‌ای روی سرور را نام ببرد"
     assert "مدل‌های خود" in translate_problem(fa, "no model with id 5")
+
+
+# -- speech runs (Whisper fine-tuning) on the same form -------------------------
+
+
+def field_block(html: str, name: str) -> str:
+    """The field block that holds the control named `name`."""
+    at = html.index(f'name="{name}"')
+    start = html.rindex('<div class="field', 0, at)
+    ends = [html.find(end, at) for end in ('<div class="field', "</fieldset>", "</details>")]
+    return html[start : min(e for e in ends if e > 0)]
+
+
+def test_form_offers_the_task_and_speech_settings_in_persian(page: TestClient) -> None:
+    html = page.get("/runs/new").text
+    task = field_block(html, "task")
+    assert '<label for="f-task">کار</label>' in task
+    assert re.search(r'<option value="text" selected>\s*متن: یک مدل زبانی', task)
+    assert re.search(r'<option value="speech">\s*گفتار: گفتار به نوشتار با Whisper', task)
+    for name in ("speech.language", "speech.freeze_encoder", "speech.max_audio_seconds"):
+        assert name in runs_new.FIELDS and f'name="{name}"' in html, name
+        assert 'data-show="task=speech" hidden' in field_block(html, name)  # a text run: hidden
+    assert "ثابت نگه‌داشتن رمزگذار" in html and "زبان متن‌ها، با کد Whisper" in html
+    # text-only settings show for text runs and hide for speech ones
+    assert re.search(r'data-show="task=text"(?! hidden)', field_block(html, "training.seq_len"))
+    speech = page.get("/runs/new?preset=speech").text
+    assert 'data-show="task=text" hidden' in field_block(speech, "training.seq_len")
+    assert 'data-show="task=speech" hidden' not in speech  # the speech settings show
+    assert re.search(r'<option value="whisper-tiny-random" data-task="speech"(?! hidden)', speech)
+    assert 'value="llama-tiny" data-task="text" hidden disabled' in speech
+
+
+@pytest.mark.parametrize("settings", ["bundled"], indirect=True)
+def test_speech_preset_picks_the_bundled_whisper(page: TestClient) -> None:
+    text = page.post(
+        "/api/v1/datasets", files={"file": ("qa.jsonl", b'{"question": "a", "answer": "b"}\n')}
+    ).json()["id"]
+    bundled = next(m for m in page.get("/api/v1/models").json() if m["name"] == "whisper-base")
+    html = page.get("/runs/new?preset=speech").text
+    assert re.search(r'<option value="speech" selected>', field_block(html, "task"))
+    model = field_block(html, "model.model_id")
+    assert f'<option value="{bundled["id"]}" data-task="speech" selected>whisper-base' in model
+    assert model.startswith('<div class="field" data-show="model.source=registry">')
+    assert 'name="training.lr" dir="ltr" value="1e-05"' in html
+    # a speech run has no text dataset to offer: the text one is hidden, a hint shows
+    dataset = html.split('id="f-dataset_id"', 1)[1].split("</select>", 1)[0]
+    assert f'value="{text}" data-task="text" hidden disabled' in dataset
+    assert "هنوز دادهٔ گفتاری‌ای نیست" in dataset
+
+    # submitted anyway (no script): the problem shows beside the dataset, in Persian
+    refused = submit(
+        page,
+        text,
+        task="speech",
+        **{"model.source": "registry", "model.model_id": str(bundled["id"])},
+    )
+    assert refused.status_code == 400 and "Traceback" not in refused.text
+    assert problem_of(refused.text, "dataset_id") == (
+        "«qa» دادهٔ متنی است؛ اجرای گفتاری دادهٔ گفتاری می‌خواهد"
+    )
+    assert page.get("/api/v1/runs").json() == []
+
+
+def test_a_text_submission_sends_no_speech_settings() -> None:
+    values = {**runs_new.defaults("quick"), "dataset_id": "3", "training.seq_len": "64"}
+    body = runs_new.run_body(values)
+    assert body["task"] == "text" and "speech" not in body
+    assert body["training"]["seq_len"] == "64" and body["model"]["preset"] == "llama-tiny"
+    # a speech run leaves the hidden text-only fields out, whatever they hold
+    speech = runs_new.run_body({**values, "task": "speech", "data.split_key": "qid"})
+    assert speech["task"] == "speech" and speech["speech"]["freeze_encoder"] is True
+    assert "seq_len" not in speech["training"] and "split_key" not in speech.get("data", {})
+
+
+def test_a_text_run_from_the_form_still_starts(page: TestClient) -> None:
+    dataset = upload_percqa(page, rows=40)
+    created = submit(page, dataset, task="text")
+    assert created.status_code == 200 and re.fullmatch(r"/runs/\d+", created.url.path)
+    run = page.get(f"/api/v1{created.url.path}").json()
+    assert run["config"]["task"] == "text" and run["config"]["training"]["seq_len"] == 96
+    assert page.post(f"/api/v1{created.url.path}/stop").status_code == 202
+
+
+def test_a_speech_run_from_the_form_trains_and_its_page_shows(
+    page: TestClient, app: FastAPI, tmp_path: Path
+) -> None:
+    from tests.training.test_whisper_run import _speech_dataset_row
+    from tests.whisper_helpers import SENTENCES, speech_dataset
+
+    records = speech_dataset(tmp_path / "clips", SENTENCES[:3], ("fa",))
+    admin = page.get("/api/v1/auth/me").json()["id"]
+    dataset = _speech_dataset_row(app, records, admin)
+    form = {
+        "name": "گفتار کوچک",
+        "task": "speech",
+        "dataset_id": str(dataset),
+        "model.source": "scratch",
+        "model.preset": "whisper-tiny-random",
+        "data.validation_fraction": "0.34",
+        "training.max_steps": "2",
+        "training.batch_size": "1",
+        "training.eval_every": "2",
+        "training.threads": "1",
+        "training.seq_len": "96",  # hidden for speech: left out
+        "speech.language": "fa",
+        "speech.freeze_encoder": "on",
+        "csrf_token": page.cookies["ldt_csrf"],
+    }
+    created = page.post("/runs/new", data=form)
+    assert created.status_code == 200 and re.fullmatch(r"/runs/\d+", created.url.path), (
+        created.text[:2000]
+    )
+    run_id = int(created.url.path.rsplit("/", 1)[1])
+    assert "گفتار کوچک" in created.text
+    run = wait_for(page, run_id, {"completed", "failed"}, timeout=120)
+    assert run["state"] == "completed", run
+    assert run["config"]["task"] == "speech" and run["config"]["training"]["lr"] == 1e-05
+    done = page.get(f"/runs/{run_id}")
+    assert done.status_code == 200 and 'data-state="completed"' in done.text
+    assert "صدا (ثانیه)" in done.text and "گفتار: گفتار به نوشتار با Whisper" in done.text
