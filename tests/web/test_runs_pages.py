@@ -341,3 +341,8 @@ def test_a_speech_run_from_the_form_trains_and_its_page_shows(
     done = page.get(f"/runs/{run_id}")
     assert done.status_code == 200 and 'data-state="completed"' in done.text
     assert "صدا (ثانیه)" in done.text and "گفتار: گفتار به نوشتار با Whisper" in done.text
+    # its charts: audio seconds per second, and the word/character error rates of its evals
+    assert 'id="chart-errors"' in done.text and "نرخ‌های خطا (اعتبارسنجی)" in done.text
+    assert "ثانیهٔ صدا در هر ثانیه" in done.text
+    evals = page.get(f"/api/v1/runs/{run_id}/metrics").json()["eval"]
+    assert evals and {"wer", "cer"} <= evals[-1].keys()

@@ -23,7 +23,10 @@ const charts = {
     [{ label: words.loss }, { label: words.val_loss, points: true }], words.step),
   lr: lineChart(document.getElementById("chart-lr"), [{ label: words.lr }], words.step),
   speed: lineChart(document.getElementById("chart-speed"),
-    [{ label: words.tokens_per_s }], words.step),
+    [{ label: page.task === "speech" ? words.audio_per_s : words.tokens_per_s }], words.step),
+  // a speech run's word and character error rates, from its evaluations
+  errors: document.getElementById("chart-errors") && lineChart(document.getElementById("chart-errors"),
+    [{ label: words.wer, points: true }, { label: words.cer, points: true }], words.step),
   memory: null, // made once the first points say whether there is a GPU
 };
 let memoryWithDevice = false;
@@ -51,7 +54,12 @@ function redraw() {
     charts.loss.setData([steps, steps.map((s) => metrics.get(s)?.loss ?? null),
       steps.map((s) => evals.get(s)?.val_loss ?? null)]);
     charts.lr.setData([trained, of("lr")]);
-    charts.speed.setData([trained, of("tokens_per_s")]);
+    charts.speed.setData([trained, of(page.task === "speech" ? "audio_seconds_per_s" : "tokens_per_s")]);
+    if (charts.errors) {
+      const evaluated = [...evals.keys()].sort(byStep);
+      charts.errors.setData([evaluated, evaluated.map((s) => evals.get(s).wer ?? null),
+        evaluated.map((s) => evals.get(s).cer ?? null)]);
+    }
     const device = of("device_memory_mb");
     const withDevice = device.some((v) => v !== null);
     memoryChart(withDevice).setData([trained, of("rss_mb"), ...(withDevice ? [device] : [])]);
