@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -303,3 +305,41 @@ def test_without_a_speech_model_the_microphone_fails_politely(
         context.close()
         # the refused request is logged by the browser itself: the only error allowed
         assert all("404" in problem for problem in problems.problems), problems.problems
+
+
+def test_a_speech_run_page_charts_its_error_rates(
+    speech_studio: Studio, tab: Callable[..., Page], tmp_path: Path
+) -> None:
+    """A member's speech run (a tiny random Whisper on espeak clips) completes, and its
+    page draws the word and character error rates of its evaluations."""
+    archive = tmp_path / "clips.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        rows = ["file_name,transcription"]
+        for n, sentence in enumerate(SENTENCES[:4]):
+            zf.write(espeak_wav(sentence, tmp_path / f"{n}.wav"), f"{n}.wav")
+            rows.append(f"{n}.wav,{sentence}")
+        zf.writestr("metadata.csv", "\n".join(rows) + "\n")
+    with speech_studio.api(MEMBER) as api:
+        with archive.open("rb") as f:
+            uploaded = api.post("/api/v1/datasets/speech", files={"file": ("clips.zip", f)})
+        assert uploaded.status_code == 201, uploaded.text
+        body = {
+            "dataset_id": uploaded.json()["id"],
+            "task": "speech",
+            "model": {"source": "scratch", "preset": "whisper-tiny-random"},
+            "data": {"validation_fraction": 0.25},
+            "training": {"max_steps": 4, "batch_size": 2, "eval_every": 2, "save_every": 4},
+        }
+        created = api.post("/api/v1/runs", json=body)
+        assert created.status_code == 201, created.text
+        run_id = created.json()["id"]
+        deadline = time.monotonic() + 120
+        while api.get(f"/api/v1/runs/{run_id}").json()["state"] not in ("completed", "failed"):
+            assert time.monotonic() < deadline, "the speech run did not end"
+            time.sleep(0.5)
+        assert api.get(f"/api/v1/runs/{run_id}").json()["state"] == "completed"
+    page = tab()
+    page.goto(f"{speech_studio.url}/runs/{run_id}")
+    expect(page.locator("#cap-errors")).to_have_text("نرخ‌های خطا (اعتبارسنجی)")
+    expect(page.locator("#chart-errors canvas")).to_have_count(1)
+    expect(page.locator("#cap-speed")).to_have_text("ثانیهٔ صدا در هر ثانیه")
