@@ -191,6 +191,9 @@ def download_model(
     try:
         with hub_errors(constants.ENDPOINT, repo_id):
             folder = download_from_hub(repo_id, revision, cache_dir, **extra)
+            if ctranslate2_whisper(folder):  # faster-whisper's layout: its weights too
+                extra["patterns"] = ["model.bin", "*.json", "vocabulary.*"]
+                folder = download_from_hub(repo_id, revision, cache_dir, **extra)
     except ModelSourceError as exc:
         cause = exc.__context__  # download_from_hub raises `from None`; the cause is kept here
         if isinstance(cause, (RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError)):
@@ -203,5 +206,16 @@ def download_model(
             f"{exc}; or register the model from a folder on the server, or upload it as an archive",
             repo_id=repo_id,
         ) from None
-    check_model_folder(folder)
+    if not ctranslate2_whisper(folder):  # CTranslate2's model.bin is read by its own parser
+        check_model_folder(folder)
     return folder
+
+
+def ctranslate2_whisper(folder: Path) -> bool:
+    """Whether `folder`'s config.json is a CTranslate2 Whisper model's (faster-whisper)."""
+    from lastedocation.speech.models import CT2, whisper_form
+
+    probe = folder / "model.bin"
+    if probe.is_file():
+        return whisper_form(folder) == CT2
+    return whisper_form(folder, weights_present=False) == CT2

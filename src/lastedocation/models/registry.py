@@ -118,8 +118,8 @@ def copy_tree(source: Path, dest: Path) -> None:
     """Hard links where the file system allows (a model's weights are large), else copies."""
 
     def link(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
+        try:  # the file itself, not a link to it (the Hub cache's snapshots are links)
+            os.link(os.path.realpath(src), dst)
         except OSError:
             shutil.copy2(src, dst)
 
@@ -249,6 +249,13 @@ def register_folder(
     folder = server_path(
         path, roots=settings.server_roots, data_dir=settings.data_dir, field="path", kind="folder"
     )
+    from lastedocation.speech.models import register_speech_folder, whisper_form
+
+    if whisper_form(folder) is not None:  # a speech model: copied, to hold both its forms
+        return register_speech_folder(
+            session=session, settings=settings, source=folder, origin="folder", name=name,
+            fallback=folder.name, owner_id=None, base_model=folder.name,
+        )  # fmt: skip
     summary = check_model_folder(folder)
     entry = ModelEntry(
         name=_check_name(session, name) if name else _free_name(session, folder.name),

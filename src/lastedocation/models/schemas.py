@@ -15,7 +15,7 @@ class ModelPublic(BaseModel):
 
     id: int
     name: str
-    source: Literal["run", "local", "hub", "upload", "bundled"]
+    source: Literal["run", "local", "hub", "upload", "bundled", "folder"]
     kind: Literal["text", "speech"] = "text"
     base_model: str | None
     run_id: int | None

@@ -74,6 +74,14 @@ def import_hub(
     """Download once into the studio's Hub cache and register the snapshot (hard links
     to the cached files where the file system allows)."""
     snapshot = hub.download_model(repo_id, revision, settings.hub_cache_dir)
+    from lastedocation.speech.models import register_speech_folder, whisper_form
+
+    if whisper_form(snapshot) is not None:  # e.g. Systran/faster-whisper-small, openai/whisper-*
+        return register_speech_folder(
+            session=session, settings=settings, source=snapshot, origin="hub", name=name,
+            fallback=repo_id.replace("/", "--"), owner_id=None if user.is_admin else user.id,
+            base_model=repo_id,
+        )  # fmt: skip
     staging = settings.tmp_dir / f"model-hub-{uuid.uuid4().hex}"
     try:
         registry.copy_tree(snapshot, staging)

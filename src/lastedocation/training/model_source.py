@@ -118,8 +118,10 @@ def download_from_hub(
     cache_dir: Path | None,
     *,
     tqdm_class: type[Any] | None = None,
+    patterns: list[str] | None = None,
 ) -> Path:
-    """Download a model (weights as safetensors, config, tokenizer) into the cache.
+    """Download a model (weights as safetensors, config, tokenizer; or the files named by
+    `patterns`) into the cache.
 
     Already-cached files are not fetched again. Offline, this fails with a message
     that says how to use a local folder instead. `tqdm_class` replaces
@@ -133,7 +135,8 @@ def download_from_hub(
             repo_id=hub_id,
             revision=revision,
             cache_dir=cache_dir,
-            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"],
+            allow_patterns=patterns
+            or ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"],
             tqdm_class=tqdm_class,
         )
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
