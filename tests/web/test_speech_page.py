@@ -6,6 +6,7 @@ speech page and the playground's speech buttons in the Persian catalog."""
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +136,31 @@ def test_a_speech_model_page_offers_transcription_not_chat(member: TestClient) -
         headers={"X-CSRF-Token": member.cookies.get("ldt_csrf", "")},
     )
     assert chat.status_code == 400 and "speech (Whisper) model" in chat.text
+
+
+def test_the_speech_page_preselects_the_model_a_link_names(tmp_path: Path) -> None:
+    """Two speech models: `?model=ID` picks the one named, not the bundled default."""
+    from lastedocation.speech import bundled
+
+    roots = tmp_path / "srv"
+    shutil.copytree(bundled.joined_model(), roots / "second-whisper")
+    settings = Settings(
+        data_dir=tmp_path / "studio",
+        import_sample_dataset=False,
+        bundled_speech_model=True,
+        server_roots=[roots],
+    )
+    with TestClient(create_app(settings)) as client:
+        add_account(settings, ADMIN, role="admin")
+        browser_sign_in(client, ADMIN)
+        made = client.post(
+            "/api/v1/models/register",
+            json={"path": str(roots / "second-whisper")},
+            headers={"X-CSRF-Token": client.cookies.get("ldt_csrf", "")},
+        )
+        assert made.status_code == 201, made.text
+        default = client.get("/speech").text
+        assert re.search(r'<option value="whisper-base"\s*selected', default)
+        chosen = client.get(f"/speech?model={made.json()['id']}").text
+        assert re.search(r'<option value="second-whisper"\s*selected', chosen)
+        assert not re.search(r'<option value="whisper-base"\s*selected', chosen)
