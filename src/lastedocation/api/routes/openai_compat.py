@@ -88,7 +88,7 @@ def _invalid_request(exc: RequestValidationError) -> JSONResponse:
     return _bad_request(message, param=param, code="invalid_value")
 
 
-class _OpenAIRoute(APIRoute):
+class OpenAIRoute(APIRoute):
     """Answers errors of these routes (their dependencies and bodies included) in
     OpenAI's shape instead of the studio's."""
 
@@ -118,8 +118,8 @@ class _OpenAIRoute(APIRoute):
         return route
 
 
-router = APIRouter(route_class=_OpenAIRoute, tags=["openai"])
-_ERRORS: dict[int | str, dict[str, Any]] = {
+router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "A bad parameter; `param` names it."},
     401: {
         "model": ErrorOut,
@@ -138,7 +138,7 @@ def _model_cache(request: Request) -> ModelCache:
 ModelCacheDep = Annotated[ModelCache, Depends(_model_cache)]
 
 
-@router.get("/v1/models", response_model=ModelList, responses={401: _ERRORS[401]})
+@router.get("/v1/models", response_model=ModelList, responses={401: OPENAI_ERRORS[401]})
 def list_models(user: CurrentUser, session: SessionDep) -> ModelList:
     """The models you can chat with; `id` is what `model` takes."""
     entries = registry.list_models(session=session, user=user)
@@ -164,7 +164,7 @@ def list_models(user: CurrentUser, session: SessionDep) -> ModelList:
             "`chat.completion.chunk` objects, then `data: [DONE]`.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        **_ERRORS,
+        **OPENAI_ERRORS,
     },
 )
 async def create_chat_completion(

@@ -29,8 +29,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from lastedocation.api.deps import CurrentUser, SettingsDep, StreamingUser, error_responses
-from lastedocation.api.routes.openai_compat import _ERRORS as OPENAI_ERRORS
-from lastedocation.api.routes.openai_compat import _OpenAIRoute
+from lastedocation.api.routes.openai_compat import OPENAI_ERRORS, OpenAIRoute
 from lastedocation.auth.models import User
 from lastedocation.errors import Forbidden, InvalidInput
 from lastedocation.speech import tts, voices
@@ -40,7 +39,7 @@ from lastedocation.speech.text import MAX_INPUT_CHARS
 
 log = logging.getLogger("lastedocation.api")
 
-router = APIRouter(route_class=_OpenAIRoute, tags=["openai"])
+router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
 voices_router = APIRouter(prefix="/speech/voices", tags=["speech"], responses=error_responses(401))
 
 

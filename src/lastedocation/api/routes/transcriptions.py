@@ -25,8 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lastedocation.api.deps import SettingsDep, StreamingUser
-from lastedocation.api.routes.openai_compat import _ERRORS as OPENAI_ERRORS
-from lastedocation.api.routes.openai_compat import _OpenAIRoute
+from lastedocation.api.routes.openai_compat import OPENAI_ERRORS, OpenAIRoute
 from lastedocation.api.upload import receive_upload
 from lastedocation.datasets.service import safe_filename
 from lastedocation.errors import AudioInvalid, InvalidInput
@@ -35,7 +34,7 @@ from lastedocation.settings import MB, Settings
 from lastedocation.speech import intake, stt, subtitles
 from lastedocation.speech.audio import decode
 
-router = APIRouter(route_class=_OpenAIRoute, tags=["openai"])
+router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
 _SETTING = "LASTEDOCATION_MAX_AUDIO_UPLOAD_MB"
 
 
