@@ -10,13 +10,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from lastedocation.backup.targets import BackupTarget
 
 MB = 1024 * 1024
 
@@ -161,6 +163,13 @@ class Settings(BaseSettings):
     espeak_timeout_s: float = Field(
         default=60.0, gt=0, description="Longest espeak-ng may take to read one sentence."
     )
+    backup_targets: list[BackupTarget] = Field(
+        default_factory=list,
+        description="Where backups go, as a JSON list or [[backup_targets]] tables in the "
+        "TOML file: each has a name, a kind (folder, s3, sftp, drive), where, the files "
+        "holding its secrets (mode 0600), a passphrase_file to encrypt, a schedule "
+        "(every_hours or daily_at) and retention (keep_last, keep_daily, keep_weekly).",
+    )
     log_level: str = "info"
     secret_key: SecretStr | None = Field(
         default=None,
@@ -195,6 +204,21 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _targets_apart(self) -> Settings:
+        names = [target.name for target in self.backup_targets]
+        if len(set(names)) != len(names):
+            raise ValueError("backup_targets: two targets have the same name")
+        for target in self.backup_targets:
+            if target.kind == "folder" and Path(target.path).resolve().is_relative_to(
+                self.data_dir
+            ):
+                raise ValueError(
+                    f"backup target {target.name!r}: the folder is inside the data folder; "
+                    "a backup must live apart from what it protects"
+                )
+        return self
 
     @property
     def max_upload_bytes(self) -> int:

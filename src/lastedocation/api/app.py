@@ -26,6 +26,7 @@ from lastedocation.api.routes import (
     transcriptions,
 )
 from lastedocation.auth.ratelimit import LoginLimiter
+from lastedocation.backup.runner import Backups
 from lastedocation.auth.tokens import TokenSigner, load_signing_key
 from lastedocation.datasets.service import clean_leftovers, import_sample_once
 from lastedocation.db import make_engine, migrate, session_factory
@@ -83,12 +84,16 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
         workers=settings.transcription_workers,
     )
 
+    backups = Backups(settings=settings, sessions=sessions)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         supervisor.start()
         evaluator.start()
         transcriber.start()
+        backups.start()
         yield
+        backups.stop()  # a running backup is cancelled; its snapshot never appears
         transcriber.stop()  # a job running now fails as interrupted
         evaluator.stop()
         supervisor.stop()  # trainers keep running; the next start re-attaches
@@ -119,6 +124,7 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     app.state.evaluator = evaluator
     app.state.speech_models = speech_models
     app.state.transcriber = transcriber
+    app.state.backups = backups
     app.state.speakers = SpeakerCache(
         max_voices=settings.tts_max_loaded_voices,
         load=partial(load_speaker, espeak_timeout_s=settings.espeak_timeout_s),

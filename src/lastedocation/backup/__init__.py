@@ -1,0 +1,1 @@
+"""Backup and restore of the whole studio: targets, staging, the engine, jobs."""
