@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 NPM_STAMP := node_modules/.installed
 
-.PHONY: studio test install assets voice browser lint typecheck pytest bench screenshots clean
+.PHONY: studio test install assets voice backup-engine browser lint typecheck pytest bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,11 @@ assets: $(NPM_STAMP) $(STAMP)
 voice:
 	@command -v espeak-ng >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null) || echo "note: could not install espeak-ng; text-to-speech with espeak will be unavailable"
 
-install: $(STAMP) assets voice
+# restic (Debian package) is the backup engine; rclone, its transport, comes from pip.
+backup-engine:
+	@command -v restic >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq restic >/dev/null) || echo "note: could not install restic; backups will be unavailable"
+
+install: $(STAMP) assets voice backup-engine
 
 # The end-to-end tests drive Debian's Chromium; a load test uploads with curl.
 browser:

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from lastedocation.auth import service as accounts
 from lastedocation.auth import setup
+from lastedocation.backup.cli import app as backup_app
 from lastedocation.datasets import service, speech, uploads
 from lastedocation.datasets.formats import DataFormat
 from lastedocation.datasets.reader import FileFormat
@@ -42,6 +43,7 @@ users_app = typer.Typer(help="Manage the studio's accounts.", no_args_is_help=Tr
 app.add_typer(users_app, name="users")
 app.add_typer(runs_app, name="runs")
 app.add_typer(speech_app, name="speech")
+app.add_typer(backup_app, name="backup")
 app.command()(login)
 console = Console()
 err = Console(stderr=True)

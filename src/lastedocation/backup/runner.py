@@ -64,6 +64,11 @@ def data_folder_lock(settings: Settings) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def engine_for(settings: Settings, target: BackupTarget) -> Engine:
+    """The engine for `target`, its index cache in the data folder's backup state."""
+    return Engine(target, cache_dir=snapshot.backup_dir(settings) / "cache")
+
+
 class Backups:
     def __init__(
         self,
@@ -88,7 +93,7 @@ class Backups:
         return find(self.targets, name)
 
     def engine(self, target: BackupTarget) -> Engine:
-        return Engine(target, cache_dir=snapshot.backup_dir(self.settings) / "cache")
+        return engine_for(self.settings, target)
 
     # --- in the server --------------------------------------------------------------
 

@@ -67,6 +67,9 @@ def stage(settings: Settings, *, revision: str | None) -> Staged:
     (into / DATABASE).mkdir(parents=True)
     staged = Staged(folder=into)
     database = dump_database(settings, into / DATABASE)
+    for dumped in (into / DATABASE).iterdir():
+        staged.files += 1
+        staged.bytes += dumped.stat().st_size
     verified = _VerifiedCheckpoints(backup_dir(settings) / "verified.json")
     for entry in sorted(settings.data_dir.iterdir()):
         if entry.name in SKIPPED_TOP or entry.name.endswith(".tmp"):
