@@ -37,11 +37,13 @@ backup-engine:
 
 install: $(STAMP) assets voice backup-engine
 
-# The end-to-end tests drive Debian's Chromium; a load test uploads with curl.
+# The end-to-end tests drive Debian's Chromium; a load test uploads with curl; the
+# PostgreSQL tests start a private server from Debian's binaries.
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	@command -v curl >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq curl >/dev/null)
 	@command -v espeak-ng >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null)
 
 ## Install everything and start the studio on http://127.0.0.1:8000 (data in ./studio-data)
 studio: install

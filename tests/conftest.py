@@ -15,6 +15,8 @@ from lastedocation.auth import service as accounts
 from lastedocation.db import make_engine, migrate, session_factory
 from lastedocation.settings import Settings
 
+pytest_plugins = ["tests.postgres"]  # the `postgres` fixture: a private PostgreSQL server
+
 # Studios made by tests register the bundled speech model only where a test asks for it
 # (Settings(bundled_speech_model=True)), so model ids and lists stay what each test made.
 os.environ.setdefault("LASTEDOCATION_BUNDLED_SPEECH_MODEL", "false")

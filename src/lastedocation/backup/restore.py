@@ -55,11 +55,26 @@ def studio_objects(data_dir: Path, database_url: str | None) -> list[str]:
         if folder.is_dir() and any(folder.iterdir()):
             found.append(name)
     url = make_url(database_url or f"sqlite:///{data_dir / 'studio.db'}")
-    if url.get_backend_name() == "sqlite" and url.database and Path(url.database).is_file():
-        found.append(Path(url.database).name)
-    elif url.get_backend_name() != "sqlite":
-        found.append("the database named by database_url")
+    if url.get_backend_name() == "sqlite":
+        if url.database and Path(url.database).is_file():
+            found.append(Path(url.database).name)
+    elif _holds_a_studio(url):
+        found.append(f"the {url.get_backend_name()} database {url.database}")
     return found
+
+
+def _holds_a_studio(url: Any) -> bool:
+    """Whether a server database already has the studio's tables with accounts in them."""
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table("users"):
+                return False
+            return bool(connection.execute(text("SELECT count(*) FROM users")).scalar())
+    finally:
+        engine.dispose()
 
 
 def restore(
@@ -178,11 +193,11 @@ def _load_database(
         pg_restore = shutil.which("pg_restore")
         if pg_restore is None:
             raise RestoreFailed("pg_restore is not installed (apt-get install postgresql-client)")
-        libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        libpq, env = snapshot.libpq_url(url)
         done = subprocess.run(
             [pg_restore, "--clean", "--if-exists", "--no-owner", "--single-transaction",
              "--dbname", libpq, str(folder / "studio.pgdump")],
-            capture_output=True, text=True, timeout=3600,
+            capture_output=True, text=True, timeout=3600, env=env,
         )
         if done.returncode != 0:
             raise RestoreFailed(f"pg_restore failed: {done.stderr.strip()[-500:]}")

@@ -106,17 +106,30 @@ def dump_database(settings: Settings, into: Path) -> str:
             source.close()
         return "sqlite"
     if url.get_backend_name() == "postgresql":
-        libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
         dump = shutil.which("pg_dump")
         if dump is None:
             raise RuntimeError("pg_dump is not installed (apt-get install postgresql-client)")
-        subprocess.run(
+        libpq, env = libpq_url(url)
+        # one transaction: a consistent picture while the studio goes on writing
+        done = subprocess.run(
             [dump, "--format=custom", "--no-owner", "--file", str(into / "studio.pgdump"),
              "--dbname", libpq],
-            check=True, capture_output=True, timeout=3600,
+            capture_output=True, text=True, timeout=3600, env=env,
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_dump failed: {done.stderr.strip()[-500:]}")
         return "postgresql"
     raise RuntimeError(f"backing up a {url.get_backend_name()} database is not supported")
+
+
+def libpq_url(url: Any) -> tuple[str, dict[str, str]]:
+    """The URL for PostgreSQL's own tools, and an environment holding its password
+    (never on a command line, where other accounts could read it)."""
+    env = dict(os.environ)
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)
+    plain = url.set(drivername="postgresql", password=None)
+    return plain.render_as_string(hide_password=False), env
 
 
 def _stage_tree(
@@ -173,16 +186,16 @@ def _stage_file(source: Path, target: Path, staged: Staged, *, link: bool) -> No
 def _external_models(settings: Settings) -> list[str]:
     """Models registered in place from a server folder: their files are not in the
     data folder, so the snapshot names them instead of holding them."""
-    url = make_url(settings.sqlalchemy_url)
-    if url.get_backend_name() != "sqlite":
-        return []
-    database = sqlite3.connect(f"file:{url.database}?mode=ro", uri=True, timeout=30)
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(settings.sqlalchemy_url)
     try:
-        rows = database.execute("SELECT name, folder FROM models").fetchall()
-    except sqlite3.Error:
-        return []
+        with engine.connect() as connection:
+            if not inspect(connection).has_table("models"):
+                return []
+            rows = connection.execute(text("SELECT name, folder FROM models")).all()
     finally:
-        database.close()
+        engine.dispose()
     return [f"{name}: {folder}" for name, folder in rows if Path(folder).is_absolute()]
 
 
