@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-
 USER = "studio"
 
 
@@ -31,7 +30,9 @@ def free_port() -> int:
 def _bin_dir() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not found:
-        pytest.fail("PostgreSQL is not installed (make test installs it: apt-get install postgresql)")
+        pytest.fail(
+            "PostgreSQL is not installed (make test installs it: apt-get install postgresql)"
+        )
     return found[-1].parent
 
 
@@ -65,15 +66,39 @@ def postgres() -> Iterator[Postgres]:
         as_postgres = ["runuser", "-u", "postgres", "--"]
     data, port = root / "data", free_port()
     subprocess.run(
-        [*as_postgres, str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", USER,
-         "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"],
-        check=True, capture_output=True,
+        [
+            *as_postgres,
+            str(binaries / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            USER,
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ],
+        check=True,
+        capture_output=True,
     )
     options = f"-k {root} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
     subprocess.run(
-        [*as_postgres, str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l",
-         str(root / "log"), "-w", "start"],
-        check=True, capture_output=True,
+        [
+            *as_postgres,
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(root / "log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
     )
     try:
         yield Postgres(port=port)

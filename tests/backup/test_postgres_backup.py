@@ -43,7 +43,9 @@ def test_a_postgresql_studio_comes_back_on_a_new_database(
         backup_targets=[target],
     )
     restored = restore.restore(
-        engine=engine_for(new, target), snapshot_id="latest", data_dir=new.data_dir,
+        engine=engine_for(new, target),
+        snapshot_id="latest",
+        data_dir=new.data_dir,
         database_url=new.database_url,
     )
     assert restored.database == "postgresql"
@@ -56,6 +58,8 @@ def test_a_postgresql_studio_comes_back_on_a_new_database(
     # the restored database now holds a studio: a second restore must be asked for
     with pytest.raises(Conflict, match="postgresql database studio_new"):
         restore.restore(
-            engine=engine_for(new, target), snapshot_id="latest", data_dir=tmp_path / "other",
+            engine=engine_for(new, target),
+            snapshot_id="latest",
+            data_dir=tmp_path / "other",
             database_url=new.database_url,
         )

@@ -110,8 +110,12 @@ def targets(as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
     table = Table("name", "kind", "where", "encrypted", "schedule", "keep")
     for row in rows:
-        table.add_row(*(str(row[key]) for key in ("name", "kind", "where")),
-                      "yes" if row["encrypted"] else "no", row["schedule"] or "-", row["keep"])
+        table.add_row(
+            *(str(row[key]) for key in ("name", "kind", "where")),
+            "yes" if row["encrypted"] else "no",
+            row["schedule"] or "-",
+            row["keep"],
+        )
     console.print(table)
 
 
@@ -143,8 +147,9 @@ def list_snapshots(target: TargetOpt = None, as_json: JsonOpt = False) -> None:
         return
     table = Table("snapshot", "time", "host", "tags")
     for snap in found:
-        table.add_row(snap.short_id, snap.time[:19].replace("T", " "), snap.hostname,
-                      ", ".join(snap.tags))
+        table.add_row(
+            snap.short_id, snap.time[:19].replace("T", " "), snap.hostname, ", ".join(snap.tags)
+        )
     console.print(table)
 
 
@@ -224,4 +229,3 @@ def _size(count: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{value:.1f} TB"  # pragma: no cover
-

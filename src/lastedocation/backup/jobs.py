@@ -3,12 +3,11 @@ stream, and each target's standing (last backup, last failure, next one due)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
-from anyio import to_thread
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
@@ -16,7 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from lastedocation.backup.entries import ACTIVE, ENDED, BackupEvent, BackupJob, now
 from lastedocation.backup.targets import BackupTarget
 from lastedocation.errors import Conflict, NotFound
-from lastedocation.runs.live import encode
+from lastedocation.runs.live import polled_events
 
 RETRY_AFTER_S = (60, 300, 900)  # a failed scheduled backup is tried again after these
 
@@ -74,7 +73,9 @@ def add_event(session: Session, job: BackupJob, kind: str, **data: Any) -> None:
         .execution_options(synchronize_session=False)
     ).scalar_one()
     set_committed_value(job, "last_seq", seq)
-    session.add(BackupEvent(job_id=job.id, seq=seq, type=kind, data={"seq": seq, "type": kind, **data}))
+    session.add(
+        BackupEvent(job_id=job.id, seq=seq, type=kind, data={"seq": seq, "type": kind, **data})
+    )
 
 
 def get_job(session: Session, job_id: int) -> BackupJob:
@@ -105,12 +106,16 @@ def cancel_job(session: Session, job: BackupJob) -> BackupJob:
     return job
 
 
-def target_standing(session: Session, target: BackupTarget, at: datetime | None = None) -> dict[str, Any]:
+def target_standing(
+    session: Session, target: BackupTarget, at: datetime | None = None
+) -> dict[str, Any]:
     """The last good backup, the last failure after it, what is running and what is due."""
     at = at or now()
     last_ok = session.scalar(
         select(BackupJob)
-        .where(BackupJob.target == target.name, BackupJob.kind == "backup", BackupJob.state == "done")
+        .where(
+            BackupJob.target == target.name, BackupJob.kind == "backup", BackupJob.state == "done"
+        )
         .order_by(BackupJob.id.desc())
         .limit(1)
     )
@@ -146,10 +151,14 @@ def next_due(
     the last good backup is retried with back-off first."""
     if target.every_hours is None and target.daily_at is None:
         return None
-    if failed is not None and failed.trigger in ("schedule", "retry") and failed.finished_at:
-        if failed.attempt <= len(RETRY_AFTER_S):
-            return _aware(failed.finished_at) + timedelta(seconds=RETRY_AFTER_S[failed.attempt - 1])
     last = _aware(last_ok.started_at) if last_ok and last_ok.started_at else None
+    scheduled = failed is not None and failed.trigger in ("schedule", "retry")
+    if scheduled and failed and failed.finished_at and failed.started_at:
+        if failed.attempt <= len(RETRY_AFTER_S):
+            wait = timedelta(seconds=RETRY_AFTER_S[failed.attempt - 1])
+            return _aware(failed.finished_at) + wait
+        # retries spent: the next try is the schedule's next slot after the failure
+        last = max(last, _aware(failed.started_at)) if last else _aware(failed.started_at)
     if target.every_hours is not None:
         return at if last is None else last + timedelta(hours=target.every_hours)
     assert target.daily_at is not None
@@ -198,27 +207,6 @@ def _events_after(
     return events, ended
 
 
-async def stream(
-    sessions: sessionmaker[Session],
-    job_id: int,
-    after: int,
-    *,
-    poll_s: float = 0.25,
-    keepalive_s: float = 15.0,
-) -> AsyncIterator[bytes]:
+def stream(sessions: sessionmaker[Session], job_id: int, after: int) -> AsyncIterator[bytes]:
     """Every event of the job after `after`, then live ones until the job ends."""
-    yield b"retry: 1000\n\n"
-    cursor, quiet = after, 0.0
-    while True:
-        events, ended = await to_thread.run_sync(_events_after, sessions, job_id, cursor)
-        if events:
-            cursor, quiet = events[-1]["seq"], 0.0
-            yield b"".join(encode(event) for event in events)
-            continue
-        if ended:
-            return
-        await asyncio.sleep(poll_s)
-        quiet += poll_s
-        if quiet >= keepalive_s:
-            quiet = 0.0
-            yield b": keep-alive\n\n"
+    return polled_events(partial(_events_after, sessions, job_id), after)

@@ -13,6 +13,7 @@ refused unless `force` is given; then what was there is moved aside to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -154,10 +155,8 @@ def _bytes_under(folder: Path) -> int:
     total = 0
     for path, _dirs, files in os.walk(folder):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):  # gone or renamed meanwhile
                 total += os.lstat(os.path.join(path, name)).st_size
-            except OSError:
-                pass
     return total
 
 
@@ -195,9 +194,20 @@ def _load_database(
             raise RestoreFailed("pg_restore is not installed (apt-get install postgresql-client)")
         libpq, env = snapshot.libpq_url(url)
         done = subprocess.run(
-            [pg_restore, "--clean", "--if-exists", "--no-owner", "--single-transaction",
-             "--dbname", libpq, str(folder / "studio.pgdump")],
-            capture_output=True, text=True, timeout=3600, env=env,
+            [
+                pg_restore,
+                "--clean",
+                "--if-exists",
+                "--no-owner",
+                "--single-transaction",
+                "--dbname",
+                libpq,
+                str(folder / "studio.pgdump"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            env=env,
         )
         if done.returncode != 0:
             raise RestoreFailed(f"pg_restore failed: {done.stderr.strip()[-500:]}")

@@ -178,7 +178,10 @@ class Backups:
     def _claim(self) -> int | None:
         with self.sessions() as session:
             job_id = session.scalar(
-                select(BackupJob.id).where(BackupJob.state == "queued").order_by(BackupJob.id).limit(1)
+                select(BackupJob.id)
+                .where(BackupJob.state == "queued")
+                .order_by(BackupJob.id)
+                .limit(1)
             )
             if job_id is None:
                 return None
@@ -209,7 +212,9 @@ class Backups:
             target = self.target(target_name)
             engine = self.engine(target)
             self._engines[job_id] = engine
-            watcher = threading.Thread(target=self._watch_cancel, args=(job_id, engine), daemon=True)
+            watcher = threading.Thread(
+                target=self._watch_cancel, args=(job_id, engine), daemon=True
+            )
             watcher.start()
             with data_folder_lock(self.settings):
                 action = {
@@ -259,8 +264,14 @@ class Backups:
         if state == "done":
             job.progress = 1.0
         jobs.add_event(
-            session, job, "state", state=state, progress=job.progress, message=message,
-            snapshot_id=job.snapshot_id, problems=job.problems,
+            session,
+            job,
+            "state",
+            state=state,
+            progress=job.progress,
+            message=message,
+            snapshot_id=job.snapshot_id,
+            problems=job.problems,
         )
 
     def _backup(
@@ -286,8 +297,12 @@ class Backups:
             "bytes_sent": int(summary.get("data_added", 0)),
             "problems": [],
         }
-        notes = [f"checkpoint left out (it does not verify): {c}" for c in staged.skipped_checkpoints]
-        notes += [f"model registered in place, not in the snapshot: {m}" for m in staged.external_models]
+        notes = [
+            f"checkpoint left out (it does not verify): {c}" for c in staged.skipped_checkpoints
+        ]
+        notes += [
+            f"model registered in place, not in the snapshot: {m}" for m in staged.external_models
+        ]
         progress.note(notes)
         progress.step("applying retention")
         removed = engine.forget(
@@ -303,7 +318,11 @@ class Backups:
         progress.step("reaching the target")
         engine.probe()
         engine.unlock()
-        progress.step("reading back every object" if options.get("read_data", True) else "checking the structure")
+        progress.step(
+            "reading back every object"
+            if options.get("read_data", True)
+            else "checking the structure"
+        )
         found = engine.check(read_data=options.get("read_data", True), on_line=progress.check_line)
         problems = []
         for line in found:
@@ -394,8 +413,11 @@ class _Progress:
 
     def bytes(self, done: int, total: int) -> None:
         self.event(
-            "progress", force=False, progress=min(1.0, done / total) if total else 0.0,
-            bytes_done=done, bytes_total=total,
+            "progress",
+            force=False,
+            progress=min(1.0, done / total) if total else 0.0,
+            bytes_done=done,
+            bytes_total=total,
         )
 
     def check_line(self, line: str) -> None:

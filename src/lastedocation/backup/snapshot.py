@@ -39,8 +39,16 @@ from lastedocation.training import checkpoint
 MANIFEST = "lastedocation-backup.json"
 DATABASE = "database"
 SKIPPED_TOP = {
-    "backup", "tmp", "hub-cache", "exports", "transcriptions", "secret.key",
-    "studio.db", "studio.db-wal", "studio.db-shm", "studio.db-journal",
+    "backup",
+    "tmp",
+    "hub-cache",
+    "exports",
+    "transcriptions",
+    "secret.key",
+    "studio.db",
+    "studio.db-wal",
+    "studio.db-shm",
+    "studio.db-journal",
 }
 _LINKED_IN_RUNS = {"model", "adapter"}  # written once, at the end of training
 
@@ -112,9 +120,19 @@ def dump_database(settings: Settings, into: Path) -> str:
         libpq, env = libpq_url(url)
         # one transaction: a consistent picture while the studio goes on writing
         done = subprocess.run(
-            [dump, "--format=custom", "--no-owner", "--file", str(into / "studio.pgdump"),
-             "--dbname", libpq],
-            capture_output=True, text=True, timeout=3600, env=env,
+            [
+                dump,
+                "--format=custom",
+                "--no-owner",
+                "--file",
+                str(into / "studio.pgdump"),
+                "--dbname",
+                libpq,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            env=env,
         )
         if done.returncode != 0:
             raise RuntimeError(f"pg_dump failed: {done.stderr.strip()[-500:]}")
@@ -142,11 +160,10 @@ def _stage_tree(
         return
     if not source.is_dir():
         return
-    if source.parent.name == "checkpoints" and source.name.startswith("step-"):
-        if source.name.endswith(".tmp") or not verified.ok(source):
-            if not source.name.endswith(".tmp"):
-                staged.skipped_checkpoints.append(str(source.relative_to(root)))
-            return
+    is_checkpoint = source.parent.name == "checkpoints" and source.name.startswith("step-")
+    if is_checkpoint and not verified.ok(source):  # `.tmp` ones never reach here
+        staged.skipped_checkpoints.append(str(source.relative_to(root)))
+        return
     target.mkdir(parents=True, exist_ok=True)
     try:
         children = sorted(source.iterdir())
@@ -214,7 +231,8 @@ class _VerifiedCheckpoints:
     def ok(self, folder: Path) -> bool:
         try:
             stamp = ";".join(
-                f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.iterdir())
+                f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                for p in sorted(folder.iterdir())
             )
         except FileNotFoundError:
             return False

@@ -92,8 +92,11 @@ class BackupTarget(BaseModel):
             "sftp": ["host", "user"],
             "drive": [],
         }[self.kind]
-        problems += [f"{field}: needed for a {self.kind} target" for field in need
-                     if getattr(self, field) is None]
+        problems += [
+            f"{field}: needed for a {self.kind} target"
+            for field in need
+            if getattr(self, field) is None
+        ]
         if self.kind == "folder" and not Path(self.path).is_absolute():
             problems.append("path: a folder target needs an absolute path")
         if self.kind == "sftp" and not (self.key_file or self.password_file):

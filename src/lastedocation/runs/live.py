@@ -197,6 +197,34 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
         return False
 
 
+async def polled_events(
+    fetch: Callable[[int], tuple[list[dict[str, Any]], bool]],
+    after: int,
+    *,
+    poll_s: float = 0.25,
+    keepalive_s: float = 15.0,
+) -> AsyncIterator[bytes]:
+    """A job's logged events after `after`, then live ones until it ends, framed as the
+    runs' events are. `fetch(cursor)` (run in a worker thread) answers the events after
+    the cursor and whether the job has ended. Background transcriptions and backup jobs
+    stream through this."""
+    yield b"retry: 1000\n\n"
+    cursor, quiet = after, 0.0
+    while True:
+        events, ended = await run_in_threadpool(fetch, cursor)
+        if events:
+            cursor, quiet = events[-1]["seq"], 0.0
+            yield b"".join(encode(event) for event in events)
+            continue
+        if ended:
+            return
+        await asyncio.sleep(poll_s)
+        quiet += poll_s
+        if quiet >= keepalive_s:
+            quiet = 0.0
+            yield b": keep-alive\n\n"
+
+
 class EventStreamResponse(StreamingResponse):
     """A `text/event-stream` response that gives up on a client whose socket has not
     taken a frame within `send_timeout_s` (it stopped reading), instead of waiting on it."""

@@ -15,16 +15,15 @@ the segments are read back. `Transcriber` (speech/transcriber.py) runs the jobs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from anyio import to_thread
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
@@ -33,7 +32,7 @@ from lastedocation import ownership
 from lastedocation.auth.models import User
 from lastedocation.errors import Conflict, InvalidInput, NotFound
 from lastedocation.models.entries import ModelEntry
-from lastedocation.runs.live import encode
+from lastedocation.runs.live import polled_events
 from lastedocation.settings import Settings
 from lastedocation.speech import subtitles
 from lastedocation.speech.entries import ACTIVE, ENDED, Transcription, TranscriptionEvent
@@ -260,31 +259,11 @@ def _events_after(
         return list(session.scalars(query)), state is None or state in ENDED
 
 
-async def stream(
-    sessions: sessionmaker[Session],
-    transcription_id: int,
-    after: int,
-    *,
-    poll_s: float = 0.25,
-    keepalive_s: float = 15.0,
+def stream(
+    sessions: sessionmaker[Session], transcription_id: int, after: int
 ) -> AsyncIterator[bytes]:
-    """Every event of the job after `after`, then live ones until the job ends. Framed
-    as the runs' events are (`id: seq`, `event: type`, `data: json`)."""
-    yield b"retry: 1000\n\n"
-    cursor, quiet = after, 0.0
-    while True:
-        events, ended = await to_thread.run_sync(_events_after, sessions, transcription_id, cursor)
-        if events:
-            cursor, quiet = events[-1]["seq"], 0.0
-            yield b"".join(encode(event) for event in events)
-            continue
-        if ended:
-            return
-        await asyncio.sleep(poll_s)
-        quiet += poll_s
-        if quiet >= keepalive_s:
-            quiet = 0.0
-            yield b": keep-alive\n\n"
+    """Every event of the job after `after`, then live ones until the job ends."""
+    return polled_events(partial(_events_after, sessions, transcription_id), after)
 
 
 def job_options(job: Transcription) -> Options:
