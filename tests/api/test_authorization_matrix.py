@@ -38,10 +38,17 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/models/{model_id}/export"): {"archive": None},
     ("POST", "/api/v1/models/{model_id}/push"): {"repo_id": "a/b", "token": "hf_x"},
     ("POST", "/api/v1/models/{model_id}/evaluations"): {"dataset_id": 1},
+    ("POST", "/api/v1/backup/jobs"): {"kind": "backup"},
 }
-ADMIN_ONLY = ("/api/v1/users", "/api/v1/models/register")
+ADMIN_ONLY = ("/api/v1/users", "/api/v1/models/register", "/api/v1/backup")
 # an admin may get 404 here for a reason other than ownership: nothing exported yet
-MAY_NOT_EXIST = {"/api/v1/models/{model_id}/export/archive"}
+MAY_NOT_EXIST = {
+    "/api/v1/models/{model_id}/export/archive",
+    # no backup target is configured here, so no backup job and no snapshots
+    "/api/v1/backup/jobs/{job_id}",
+    "/api/v1/backup/jobs/{job_id}/events",
+    "/api/v1/backup/targets/{name}/snapshots",
+}
 
 
 def _member_model(member: TestClient, tmp_path: Path) -> int:
@@ -114,6 +121,8 @@ def test_every_route_answers_by_role(
     ids["transcription_id"] = _member_transcription(member_client, tmp_path)
     ids["voice_id"] = "nope"
     ids["row"] = 1
+    ids["job_id"] = 1
+    ids["name"] = "nas"
 
     checked = 0
     for method, path in _routes(client):

@@ -263,7 +263,7 @@ def test_no_answer_to_a_member_holds_a_server_path(
     assert set(exported.json()) >= {"name", "files", "smoke_test", "archive"}
     answers.append(exported.text)
     ids = {"dataset_id": data, "run_id": run, "model_id": model, "split_id": 1, "token_id": 1}
-    ids |= {"row": 1, "transcription_id": 1, "voice_id": "espeak-fa"}
+    ids |= {"row": 1, "transcription_id": 1, "voice_id": "espeak-fa", "job_id": 1, "name": "nas"}
     schema = mina.get("/openapi.json").json()
     for path, methods in schema["paths"].items():
         if "get" not in methods or path.endswith("/events") or "{user_id}" in path:

@@ -16,6 +16,7 @@ from lastedocation import __version__
 from lastedocation.api.limits import BodyLimit
 from lastedocation.api.routes import (
     auth,
+    backup,
     datasets,
     health,
     models,
@@ -26,8 +27,8 @@ from lastedocation.api.routes import (
     transcriptions,
 )
 from lastedocation.auth.ratelimit import LoginLimiter
-from lastedocation.backup.runner import Backups
 from lastedocation.auth.tokens import TokenSigner, load_signing_key
+from lastedocation.backup.runner import Backups
 from lastedocation.datasets.service import clean_leftovers, import_sample_once
 from lastedocation.db import make_engine, migrate, session_factory
 from lastedocation.errors import StudioError
@@ -164,6 +165,7 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     app.include_router(synthesis.voices_router, prefix="/api/v1")
     app.include_router(transcriptions.router)
     app.include_router(transcription_jobs.router, prefix="/api/v1")
+    app.include_router(backup.router, prefix="/api/v1")
     web.install(app)
 
     def ready() -> bool:

@@ -113,8 +113,8 @@ def targets(as_json: JsonOpt = False) -> None:
         table.add_row(
             *(str(row[key]) for key in ("name", "kind", "where")),
             "yes" if row["encrypted"] else "no",
-            row["schedule"] or "-",
-            row["keep"],
+            str(row["schedule"] or "-"),
+            str(row["keep"]),
         )
     console.print(table)
 

@@ -192,7 +192,10 @@ class Engine:
         with `what` and restic's reason unless the exit code is in `ok_codes`."""
         if self._cancelled.is_set():
             raise Cancelled(f"{what}: cancelled")
-        command = [*_low_priority(), self.restic, "-r", self.repository, *self._options(), *args]
+        command = [
+            *_low_priority(), *_dies_with_us(), self.restic, "-r", self.repository,
+            *self._options(), *args,
+        ]
         out: list[str] = []
         err: deque[str] = deque(maxlen=_STDERR_KEPT)
         proc = subprocess.Popen(
@@ -231,6 +234,11 @@ class Engine:
                 proc.wait()
             reader.join(timeout=5)
             self._proc = None
+            # closed here, not when the Popen is collected (a ResourceWarning then)
+            if proc.stdout is not None:
+                proc.stdout.close()
+            if proc.stderr is not None and not reader.is_alive():
+                proc.stderr.close()
         if self._cancelled.is_set():
             raise Cancelled(f"{what}: cancelled")
         if code not in ok_codes:
@@ -264,7 +272,7 @@ class Engine:
             parent = Path(self.target.path)
             while not parent.exists() and parent != parent.parent:
                 parent = parent.parent
-            if not os.access(parent, os.W_OK):
+            if not (parent.is_dir() and os.access(parent, os.W_OK)):  # a file: never
                 raise TargetUnreachable(
                     f"folder (target {self.target.name!r}): {self.target.path} cannot be "
                     "written (is it mounted, and may this account write to it?)",
@@ -289,9 +297,11 @@ class Engine:
             )
 
     def ensure_repository(self) -> None:
-        """Create the repository on the target if it has none yet."""
+        """Open the repository and remove stale locks (a killed restic's), or create it
+        if the target has none yet. `unlock` is the probe: every restic start derives
+        the key (about half a second), so one start does both."""
         code, _, err = self._run(
-            ["cat", "config"], what="opening the repository", ok_codes=(0, 1),
+            ["unlock"], what="opening the repository", ok_codes=(0, 1),
             deadline_s=self._quick_deadline(),
         )
         if code == 0:
@@ -377,11 +387,15 @@ class Engine:
     def forget(self, *, keep_last: int, keep_daily: int, keep_weekly: int) -> list[str]:
         """Apply the retention policy and prune; the ids of the snapshots removed."""
         raw = self._json(
-            ["forget", "--prune", "--keep-last", str(keep_last), "--keep-daily",
+            ["forget", "--keep-last", str(keep_last), "--keep-daily",
              str(keep_daily), "--keep-weekly", str(keep_weekly)],
-            what="pruning",
+            what="applying retention",
         ) or []
-        return [snap["id"] for group in raw for snap in (group.get("remove") or [])]
+        removed = [snap["id"] for group in raw for snap in (group.get("remove") or [])]
+        if removed:
+            # its own command: `forget --prune --json` follows the JSON with prune's text
+            self._run(["prune"], what="pruning")
+        return removed
 
 
 def _obscure(secret: str) -> str:
@@ -400,6 +414,17 @@ def _low_priority() -> list[str]:
     if ionice := shutil.which("ionice"):
         prefix += [ionice, "-c", "3"]
     return prefix
+
+
+def _dies_with_us() -> list[str]:
+    """restic runs in a session of its own (so a cancel reaches rclone, not the server),
+    which a SIGKILL of the server or the CLI does not reach: it would go on, write its
+    snapshot for a job already marked failed, and read a staging folder the next backup
+    is refilling. Linux's parent-death signal ends it with the thread that started it
+    (`_run` waits for it, so that thread outlives it otherwise); restic's rclone ends
+    when its pipe closes."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL"] if setpriv and sys.platform == "linux" else []
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
@@ -455,6 +480,10 @@ def _no_repository(reason: str) -> bool:
 
 def _is_problem(line: str) -> bool:
     text = line.strip().lower()
+    if text.endswith("not referenced in any index"):
+        # packs an interrupted backup sent before it was killed: restic calls them
+        # non-critical (no snapshot uses them; a prune removes them), so is a verify
+        return False
     return bool(text) and any(
         word in text for word in ("does not match", "error", "missing", "not referenced",
                                   "damaged", "invalid", "unable to", "contained in several")

@@ -283,8 +283,7 @@ class Backups:
         staged = snapshot.stage(self.settings, revision=_revision(self.sessions))
         try:
             progress.step("opening the repository")
-            engine.ensure_repository()
-            engine.unlock()
+            engine.ensure_repository()  # and removes stale locks
             progress.step("sending")
             tags = ["lastedocation", f"version-{__version__}", options.get("trigger", "backup")]
             summary = engine.backup(staged.folder, tags=tags, on_status=progress.restic_status)
@@ -432,9 +431,10 @@ def _revision(sessions: sessionmaker[Session]) -> str | None:
 
     with sessions() as session:
         try:
-            return session.scalar(text("SELECT version_num FROM alembic_version"))
-        except Exception:
+            revision = session.scalar(text("SELECT version_num FROM alembic_version"))
+        except Exception:  # a database the migrations never ran on
             return None
+    return str(revision) if revision is not None else None
 
 
 def _empty(folder: Path) -> None:

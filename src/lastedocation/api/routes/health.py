@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from lastedocation.api.deps import CurrentUser, error_responses
+from lastedocation.api.deps import CurrentUser, SessionDep, error_responses
+from lastedocation.backup import service as backups
 from lastedocation.system import system_figures
 
 router = APIRouter(tags=["health"])
@@ -20,9 +21,14 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/api/v1/system", responses=error_responses(401))
-def system(request: Request, user: CurrentUser) -> dict[str, Any]:
-    """Real CPU, memory, disk (of the data folder; its path for admins) and GPU figures."""
-    return system_figures(request.app.state.settings.data_dir, for_admin=user.is_admin)
+def system(request: Request, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+    """Real CPU, memory, disk (of the data folder; its path for admins) and GPU figures;
+    for admins also `backup`: each target's last backup, last failure and next one due."""
+    settings = request.app.state.settings
+    figures = system_figures(settings.data_dir, for_admin=user.is_admin)
+    if user.is_admin:
+        figures["backup"] = backups.system_standing(session, settings.backup_targets)
+    return figures
 
 
 @router.get(

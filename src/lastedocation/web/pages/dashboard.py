@@ -1,5 +1,5 @@
 """The dashboard: active and queued runs with live progress, recent datasets and
-models, and the machine's figures."""
+models, the machine's figures, and (admins) a line when a backup failed or none was made."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from lastedocation.api.deps import SessionDep, SettingsDep
+from lastedocation.backup import service as backups
 from lastedocation.datasets import service as datasets
 from lastedocation.models import registry
 from lastedocation.runs import service as runs
@@ -29,5 +30,9 @@ def dashboard(
         "datasets": datasets.list_datasets(session=session, user=user)[:5],
         "models": registry.list_models(session=session, user=user)[:5],
         "system": system_figures(settings.data_dir, for_admin=user.is_admin),
+        # admins: targets whose last backup failed, or that have none yet
+        "backup_alerts": (
+            backups.needs_attention(session, settings.backup_targets) if user.is_admin else []
+        ),
     }
     return render(request, "dashboard.html", context, user=user, nav="dashboard")
