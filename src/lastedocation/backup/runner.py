@@ -303,11 +303,7 @@ class Backups:
             f"model registered in place, not in the snapshot: {m}" for m in staged.external_models
         ]
         progress.note(notes)
-        progress.step("applying retention")
-        removed = engine.forget(
-            keep_last=target.keep_last, keep_daily=target.keep_daily, keep_weekly=target.keep_weekly
-        )
-        progress.event("retention", removed=removed)
+        removed = _apply_retention(engine, target, progress)
         result["options"] = {**options, "notes": notes, "removed": removed}
         return result
 
@@ -345,10 +341,7 @@ class Backups:
         progress.step("reaching the target")
         engine.probe()
         engine.unlock()
-        progress.step("applying retention")
-        removed = engine.forget(
-            keep_last=target.keep_last, keep_daily=target.keep_daily, keep_weekly=target.keep_weekly
-        )
+        removed = _apply_retention(engine, target, progress)
         return {"options": {**options, "removed": removed}}
 
     def _restore(
@@ -424,6 +417,16 @@ class _Progress:
         if text and self._check_lines < 200 and not text.startswith("["):
             self._check_lines += 1
             self.event("log", force=False, line=text[:500])
+
+
+def _apply_retention(engine: Engine, target: BackupTarget, progress: _Progress) -> list[str]:
+    """Forget snapshots the target's policy does not keep, and prune what only they used."""
+    progress.step("applying retention")
+    removed = engine.forget(
+        keep_last=target.keep_last, keep_daily=target.keep_daily, keep_weekly=target.keep_weekly
+    )
+    progress.event("retention", removed=removed)
+    return removed
 
 
 def _revision(sessions: sessionmaker[Session]) -> str | None:
