@@ -4,17 +4,26 @@ studio uses as its transport), and targets that point at it or at a folder."""
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 
-from lastedocation.backup.engine import find_program
+from lastedocation.api import create_app
+from lastedocation.backup import jobs
+from lastedocation.backup.engine import Engine
+from lastedocation.backup.entries import BackupJob
+from lastedocation.backup.remote import find_program
+from lastedocation.backup.runner import Backups
 from lastedocation.backup.targets import BackupTarget
+from lastedocation.settings import Settings
 
 ACCESS_KEY = "AKIALASTEDOCATION01"
 SECRET_KEY = "a-secret-the-studio-only-hands-to-rclone"
@@ -62,9 +71,19 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     port = free_port()
     log = (root / "serve.log").open("w")
     proc = subprocess.Popen(
-        [find_program("rclone"), "serve", "s3", "--addr", f"127.0.0.1:{port}",
-         "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", str(served)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RCLONE_CONFIG": os.devnull},
+        [
+            find_program("rclone"),
+            "serve",
+            "s3",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--auth-key",
+            f"{ACCESS_KEY},{SECRET_KEY}",
+            str(served),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "RCLONE_CONFIG": os.devnull},
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -86,3 +105,56 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+@dataclass
+class Studio:
+    """A studio made by the real app (the sample dataset imported) and its backup jobs,
+    run in the foreground as the CLI runs them."""
+
+    app: FastAPI
+    backups: Backups
+
+    @property
+    def settings(self) -> Settings:
+        return self.backups.settings
+
+    def with_targets(self, *targets: BackupTarget) -> Studio:
+        """The same studio with other targets (settings are read-only once built)."""
+        settings = self.settings.model_copy(update={"backup_targets": list(targets)})
+        return Studio(self.app, Backups(settings=settings, sessions=self.app.state.sessions))
+
+    def engine(self, name: str) -> Engine:
+        return self.backups.engine(self.backups.target(name))
+
+    def run(self, kind: str, target: str, **options: object) -> BackupJob:
+        with self.app.state.sessions() as session:
+            job = jobs.queue_job(
+                session,
+                kind=kind,
+                target=self.backups.target(target),
+                trigger="manual",
+                options=options,
+            )
+        return self.backups.run(job.id)
+
+    def add_file(self, relative: str, data: bytes) -> Path:
+        path = self.settings.data_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+
+@contextmanager
+def make_studio(data_dir: Path, *targets: BackupTarget) -> Iterator[Studio]:
+    settings = Settings(data_dir=data_dir, backup_targets=list(targets), bundled_speech_model=False)
+    app = create_app(settings)
+    try:
+        yield Studio(app, Backups(settings=settings, sessions=app.state.sessions))
+    finally:
+        app.state.engine.dispose()
+
+
+def random_bytes(seed: int, size: int) -> bytes:
+    """Incompressible, deduplication-proof content (a checkpoint's weights, say)."""
+    return random.Random(seed).randbytes(size)

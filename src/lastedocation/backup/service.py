@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from lastedocation.backup import jobs
-from lastedocation.backup.engine import BackupFailed, Engine, find_program
+from lastedocation.backup.engine import Engine
 from lastedocation.backup.entries import BackupJob
+from lastedocation.backup.remote import BackupFailed, find_program
 from lastedocation.backup.targets import BackupTarget
 from lastedocation.errors import Conflict, InvalidInput
 from lastedocation.paths import PathRefused, server_path
