@@ -1,10 +1,11 @@
 // The backup page. A target's buttons start a job through the JSON API
 // (POST /api/v1/backup/jobs); the job is followed live over SSE (GET .../ID/events,
-// reopened from the last event id after a drop) with a progress bar, its step and a
-// cancel button. When a job ends, the target cards and the history are reloaded as
-// server-rendered fragments (/backup/targets, /backup/history), so they are written
-// in one place. A target's snapshots and its restore form load on demand.
+// reopened from the last event id after a drop: job-stream.js) with a progress bar,
+// its step and a cancel button. When a job ends, the target cards and the history are
+// reloaded as server-rendered fragments (/backup/targets, /backup/history), so they
+// are written in one place. A target's snapshots and its restore form load on demand.
 import { csrfToken } from "/static/js/app.js";
+import { followJob } from "/static/js/job-stream.js";
 
 const root = document.getElementById("backup");
 const words = root.dataset;
@@ -66,9 +67,7 @@ async function reload(url, box) {
 // ---- the job on show, live ---------------------------------------------------------
 
 let shown = null; // {id, kind, target, state}
-let source = null;
-let lastEventId = null;
-let retryTimer = null;
+let stream = null; // followJob's handle while the job on show is followed
 
 function stateBadge(state) {
   const badge = $("live-state");
@@ -79,7 +78,6 @@ function stateBadge(state) {
 function follow(job) {
   closeStream();
   shown = { id: job.id, kind: job.kind, target: job.target, state: job.state };
-  lastEventId = null;
   $("live").hidden = false;
   $("live-what").textContent = words[`kind${job.kind[0].toUpperCase()}${job.kind.slice(1)}`] ?? job.kind;
   $("live-target").textContent = job.target;
@@ -110,14 +108,7 @@ function update(change) {
   }
 }
 
-function onEvent(message) {
-  if (message.lastEventId) lastEventId = message.lastEventId;
-  let data;
-  try {
-    data = JSON.parse(message.data);
-  } catch {
-    return;
-  }
+function onEvent(data) {
   const { seq, type, ...change } = data;
   if (type === "state") {
     update(change);
@@ -137,25 +128,20 @@ function onEvent(message) {
 }
 
 function openStream() {
-  if (!shown || source) return;
-  const after = lastEventId ? `?after=${encodeURIComponent(lastEventId)}` : "";
-  source = new EventSource(`${JOBS}/${shown.id}/events${after}`);
-  for (const type of ["state", "step", "progress"]) source.addEventListener(type, onEvent);
-  source.onerror = async () => {
-    // the server ended the stream (the job ended) or the connection dropped: ask what
-    // the job is now before opening it again
-    closeStream();
-    const answer = await api("GET", `${JOBS}/${shown.id}`).catch(() => null);
-    if (answer?.ok) update(answer.data);
-    if (answer?.status === 404 || ENDED.has(shown?.state)) return ended();
-    retryTimer = setTimeout(openStream, 2000);
-  };
+  if (!shown || stream) return;
+  stream = followJob({
+    url: `${JOBS}/${shown.id}`,
+    types: ["state", "step", "progress"],
+    onEvent,
+    onJob: update,
+    isEnded: () => ENDED.has(shown?.state),
+    onEnd: ended,
+  });
 }
 
 function closeStream() {
-  clearTimeout(retryTimer);
-  source?.close();
-  source = null;
+  stream?.close();
+  stream = null;
 }
 
 async function ended() {

@@ -1,8 +1,8 @@
 // The speech page. Speech to text: a recording or a file goes to the background job
 // API (POST /api/v1/speech/transcriptions); its segments arrive live over SSE
-// (GET .../ID/events, reopened from the last event id after a drop); the job can be
-// cancelled and its transcript downloaded as txt, srt or vtt. Text to speech: the
-// text is read by POST /v1/audio/speech and played in an <audio> element
+// (GET .../ID/events, reopened from the last event id after a drop: job-stream.js);
+// the job can be cancelled and its transcript downloaded as txt, srt or vtt. Text to
+// speech: the text is read by POST /v1/audio/speech and played in an <audio> element
 // (speech-tts.js).
 import { csrfToken } from "/static/js/app.js";
 import {
@@ -14,6 +14,7 @@ import {
   startRecording,
 } from "/static/js/speech-audio.js";
 import { setUpTextToSpeech } from "/static/js/speech-tts.js";
+import { followJob } from "/static/js/job-stream.js";
 
 const root = document.getElementById("speech");
 const words = root.dataset;
@@ -134,9 +135,7 @@ async function transcribe(file) {
 // ---- speech to text: one job, live ---------------------------------------------------
 
 let shown = null; // the job on show: {id, state, duration_s}
-let source = null;
-let lastEventId = null;
-let retryTimer = null;
+let stream = null; // followJob's handle while the job on show is followed
 const segments = new Map(); // segment index (or start) -> its <li>
 
 function stateName(state) {
@@ -153,7 +152,6 @@ function show(job) {
   closeStream();
   shown = { ...job };
   segments.clear();
-  lastEventId = null;
   $("segments").replaceChildren();
   $("job").hidden = false;
   $("job-name").textContent = job.filename || `#${job.id}`;
@@ -202,14 +200,7 @@ function addSegment(segment) {
   $("segments").append(item);
 }
 
-function onEvent(message) {
-  if (message.lastEventId) lastEventId = message.lastEventId;
-  let data;
-  try {
-    data = JSON.parse(message.data);
-  } catch {
-    return;
-  }
+function onEvent(data) {
   if (data.type === "segment") {
     addSegment(data.segment);
     update({ progress: data.progress, segment_count: segments.size });
@@ -224,27 +215,20 @@ function onEvent(message) {
 }
 
 function openStream() {
-  if (!shown || source) return;
-  // reopened by hand after a drop: from the last event seen, nothing twice
-  const after = lastEventId ? `?after=${encodeURIComponent(lastEventId)}` : "";
-  source = new EventSource(`${JOBS}/${shown.id}/events${after}`);
-  source.addEventListener("segment", onEvent);
-  source.addEventListener("state", onEvent);
-  source.onerror = async () => {
-    // the server ended the stream (the job rests) or the connection dropped:
-    // ask what the job is now before opening it again
-    closeStream();
-    const answer = await api("GET", `${JOBS}/${shown.id}`).catch(() => null);
-    if (answer?.ok) update(answer.data);
-    if (answer?.status === 404 || RESTING.has(shown?.state)) return loadJobs();
-    retryTimer = setTimeout(openStream, 2000);
-  };
+  if (!shown || stream) return;
+  stream = followJob({
+    url: `${JOBS}/${shown.id}`,
+    types: ["segment", "state"],
+    onEvent,
+    onJob: update,
+    isEnded: () => RESTING.has(shown?.state),
+    onEnd: loadJobs,
+  });
 }
 
 function closeStream() {
-  clearTimeout(retryTimer);
-  source?.close();
-  source = null;
+  stream?.close();
+  stream = null;
 }
 
 async function cancelShown() {
