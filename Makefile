@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # torch is pinned in pyproject.toml (the CPU build comes from the machine's local wheel).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,ray]"
 	touch $(STAMP)
 
 # Front-end files (htmx, uPlot, the Vazirmatn font) from the npm registry, copied into
@@ -38,12 +38,15 @@ backup-engine:
 install: $(STAMP) assets voice backup-engine
 
 # The end-to-end tests drive Debian's Chromium; a load test uploads with curl; the
-# PostgreSQL tests start a private server from Debian's binaries.
+# PostgreSQL tests start a private server from Debian's binaries; the reverse-proxy tests
+# start Debian's nginx (in the foreground, never its service) with a throwaway certificate.
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	@command -v curl >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq curl >/dev/null)
 	@command -v espeak-ng >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null)
+	@test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx >/dev/null)
+	@command -v openssl >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq openssl >/dev/null)
 
 ## Install everything and start the studio on http://127.0.0.1:8000 (data in ./studio-data)
 studio: install

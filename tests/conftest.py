@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
 
 from lastedocation.api import create_app
 from lastedocation.auth import service as accounts
@@ -62,16 +64,52 @@ def percqa() -> Path:
     return PERCQA
 
 
+DATABASES = ["sqlite", "postgresql"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test (or module) marked `databases` runs once on SQLite and once on PostgreSQL."""
+    if metafunc.definition.get_closest_marker("databases") and "database" in metafunc.fixturenames:
+        metafunc.parametrize("database", DATABASES, indirect=True)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def database(request: pytest.FixtureRequest) -> str | None:
+    """The studio's database URL: None (SQLite in the data folder) unless the test is
+    marked `databases`; on PostgreSQL, a fresh database of its own."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    postgres = request.getfixturevalue("postgres")
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    url = str(postgres.create_database(name))
+    # a server in Tehran (UTC+03:30): a time read back in the server's zone and taken
+    # for UTC would be off by hours
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f"ALTER DATABASE \"{name}\" SET timezone TO 'Asia/Tehran'"))
+    finally:
+        admin.dispose()
+    return url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database: str | None) -> Settings:
     return Settings(
-        data_dir=tmp_path / "studio", import_sample_dataset=False, bundled_speech_model=False
+        data_dir=tmp_path / "studio",
+        database_url=database,
+        import_sample_dataset=False,
+        bundled_speech_model=False,
     )
 
 
 @pytest.fixture
-def app(settings: Settings) -> FastAPI:
-    return create_app(settings)
+def app(settings: Settings) -> Iterator[FastAPI]:
+    studio = create_app(settings)
+    yield studio
+    # a test may use the database after the app stopped: those connections close here
+    # (PostgreSQL's warn when dropped open)
+    studio.state.engine.dispose()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,13 @@ class Postgres:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
+    with private_server() as server:
+        yield server
+
+
+@contextmanager
+def private_server() -> Iterator[Postgres]:
+    """The server, outside pytest too (bench/db_bench.py)."""
     binaries = _bin_dir()
     # not under pytest's temporary folder: its parents are closed to other accounts
     root = Path(tempfile.mkdtemp(prefix="lastedocation-postgres-"))

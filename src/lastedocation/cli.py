@@ -28,6 +28,7 @@ from lastedocation.datasets.scan import ScanResult, scan_file
 from lastedocation.datasets.schemas import ImportOptions
 from lastedocation.db import make_engine, migrate, session_factory
 from lastedocation.errors import DatasetInvalid, StudioError
+from lastedocation.logs import configure_logging
 from lastedocation.remote import login, runs_app
 from lastedocation.settings import Settings, load_settings
 from lastedocation.speech.cli import app as speech_app
@@ -84,6 +85,7 @@ def serve(
     if data_dir:
         overrides["data_dir"] = data_dir
     settings = load_settings(**overrides)
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
     application = create_app(settings)
     base = f"http://{settings.host}:{settings.port}"
     console.print(f"LASTEDOCATION on [bold]{base}[/]  (data: {settings.data_dir})")
@@ -103,6 +105,10 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # uvicorn's lines go through the studio's handler (text or JSON); the studio
+        # writes the access lines itself, with each request's id and route
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=5,
     )
 

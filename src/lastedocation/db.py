@@ -13,29 +13,47 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import BigInteger, Engine, Integer, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from lastedocation.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# connections kept, and more opened at need: SQLite's are cheap (event streams poll);
+# PostgreSQL's as many as the API's worker threads (40), so that two servers stay under
+# its default limit of 100
+POOLS = {"sqlite": (20, 40), "postgresql": (10, 30)}
+BACKGROUND_CONNECTIONS = 10  # kept for the supervisor, evaluator, transcribers, backups
+_MIGRATION_LOCK = 0x1A57ED0C  # a PostgreSQL advisory lock's key: the studio's migrations
 
 
 class Base(DeclarativeBase):
     pass
 
 
+# Every integer column is 64-bit: SQLite's INTEGER always is, PostgreSQL's is not (a
+# byte count past 2 GiB, a seed or an id past 2**31 would fail there). On SQLite the
+# declared type stays INTEGER, which an auto-incrementing primary key needs.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
+
+
 def make_engine(settings: Settings) -> Engine:
     url = settings.sqlalchemy_url
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            # times come back in UTC whatever zone the server or database is set to
+            connect_args={"options": "-c timezone=UTC"} if url.startswith("postgresql") else {},
+            pool_size=POOLS["postgresql"][0],
+            max_overflow=POOLS["postgresql"][1],
+        )
     settings.ensure_dirs()
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-        # many short reads at once (event streams poll): SQLite connections are cheap
-        pool_size=20,
-        max_overflow=40,
+        pool_size=POOLS["sqlite"][0],
+        max_overflow=POOLS["sqlite"][1],
     )
 
     @event.listens_for(engine, "connect")
@@ -48,6 +66,13 @@ def make_engine(settings: Settings) -> Engine:
         cursor.close()
 
     return engine
+
+
+def request_slots(engine: Engine) -> int:
+    """How many requests may hold a session at once: the pool's connections but those
+    kept for background work (see `lastedocation.api.deps`)."""
+    size, overflow = POOLS.get(engine.dialect.name, (5, 10))  # SQLAlchemy's own default
+    return max(1, size + overflow - BACKGROUND_CONNECTIONS)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -68,6 +93,12 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             connection.commit()
         try:
             with connection.begin():
+                if engine.dialect.name == "postgresql":
+                    # servers that start at once (replicas, uvicorn --workers) migrate
+                    # one after the other; the lock goes with the transaction
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                    )
                 config.attributes["connection"] = connection
                 command.upgrade(config, revision)
                 if sqlite:

@@ -171,6 +171,22 @@ class Settings(BaseSettings):
         "(every_hours or daily_at) and retention (keep_last, keep_daily, keep_weekly).",
     )
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="How `lastedocation serve` writes its log (to stderr): text lines, or "
+        "JSON lines (time, level, logger, message, request_id; an access line per request "
+        "adds method, path, route, status, duration_ms). Every answer carries its request "
+        "id in X-Request-ID (a sane incoming X-Request-ID is kept).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="A token a Prometheus scraper sends as `Authorization: Bearer <token>` "
+        "to read GET /metrics (any other request for it answers 401). Without one, only a "
+        "client on loopback (127.0.0.1, ::1) that did not come through a proxy (no "
+        "Forwarded, X-Forwarded-For or X-Real-IP header) may read it; others get 403. Set "
+        "it when the scraper runs elsewhere, in another container, or behind the proxy.",
+    )
     secret_key: SecretStr | None = Field(
         default=None,
         min_length=32,
@@ -178,9 +194,55 @@ class Settings(BaseSettings):
         "DATA_DIR/secret.key (created on first start, readable by its owner only).",
     )
     max_concurrent_runs: int | None = Field(
-        default=None, ge=1, description="Runs training at once; default: one per GPU, or one."
+        default=None,
+        ge=1,
+        description="Runs training at once; default: one per GPU, or one (on Ray: no limit "
+        "but the cluster's resources).",
+    )
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where trainers run: processes on this machine, or a Ray cluster (the "
+        "`ray` extra). On Ray the data folder must be storage every node mounts at the same "
+        "path, and every node has the studio installed.",
+    )
+    ray_address: str = Field(
+        default="auto",
+        description="The Ray cluster: auto (this machine is one of its nodes), HOST:6379 "
+        "(its head, from a node), or ray://HOST:10001 (Ray Client, from outside it).",
+    )
+    ray_device: Literal["gpu", "cpu"] = Field(
+        default="gpu",
+        description="What each of a run's training.devices asks the Ray cluster for: a GPU, "
+        "or a CPU process (a cluster without GPUs).",
+    )
+    ray_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources every run asks for, as a JSON object: "
+        '{"trainer": 1} keeps runs to nodes started with --resources=\'{"trainer": N}\' '
+        "(and to N runs at once on each).",
     )
     supervisor_interval_s: float = Field(default=0.5, gt=0)
+    leader_lease_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Of several servers on one database (uvicorn --workers, replicas), "
+        "one leads: it starts trainers and ingests their events, renewing its lease every "
+        "supervisor tick. When it dies, another takes over within this many seconds. "
+        "Keep it several times supervisor_interval_s.",
+    )
+    pause_runs_on_shutdown: bool = Field(
+        default=False,
+        description="When the server stops (SIGTERM, `docker stop`), pause every running "
+        "trainer (checkpoint, then exit) and resume those runs at the next start. Off on a "
+        "workstation, where trainers outlive a server restart and are re-attached; on in "
+        "containers, where the trainers die with the container.",
+    )
+    shutdown_pause_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a stopping server waits for paused trainers to checkpoint and "
+        "exit; keep it below the container's stop grace period.",
+    )
     heartbeat_timeout_s: float = Field(
         default=6.0, gt=0, description="A trainer silent this long is killed and interrupted."
     )

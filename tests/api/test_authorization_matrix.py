@@ -18,11 +18,14 @@ from lastedocation.speech.models import register_bundled_once
 from tests.conftest import add_account, sign_in
 from tests.speech.conftest import espeak_wav
 
+pytestmark = pytest.mark.databases  # each test on SQLite and on PostgreSQL
+
 JOBS = "/api/v1/speech/transcriptions"
 
 PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/metrics"),  # not an account's route: a token or loopback (test_metrics.py)
     ("POST", "/api/v1/auth/setup"),
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/refresh"),

@@ -12,6 +12,8 @@ from lastedocation.api import create_app
 from lastedocation.settings import Settings
 from tests.conftest import ADMIN, add_account, sign_in
 
+pytestmark = pytest.mark.databases  # each test on SQLite and on PostgreSQL
+
 ROWS = "\n".join(
     f'{{"question": "پرسش {i}؟", "answer": "پاسخ {i}.", "qid": {i}}}' for i in range(20)
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -11,6 +12,8 @@ from lastedocation.auth.models import User
 from lastedocation.auth.passwords import hash_password, needs_rehash, verify_password
 from lastedocation.settings import Settings
 from tests.conftest import PASSWORD, add_account, sign_in
+
+pytestmark = pytest.mark.databases  # each test on SQLite and on PostgreSQL
 
 
 def test_hash_is_argon2id_with_owasp_parameters() -> None:

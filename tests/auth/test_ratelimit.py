@@ -13,6 +13,8 @@ from lastedocation.errors import TooManyRequests
 from lastedocation.settings import Settings
 from tests.conftest import ADMIN, PASSWORD, add_account
 
+pytestmark = pytest.mark.databases  # each test on SQLite and on PostgreSQL
+
 
 class FakeClock:
     def __init__(self) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import PASSWORD, sign_in
+
+pytestmark = pytest.mark.databases  # each test on SQLite and on PostgreSQL
 
 
 def test_members_get_403_on_admin_routes(member_client: TestClient) -> None:

@@ -19,6 +19,8 @@ from lastedocation.auth import setup
 from lastedocation.settings import Settings
 from tests.conftest import PASSWORD, sign_in
 
+pytestmark = pytest.mark.databases  # each test on SQLite and on PostgreSQL
+
 
 def _token(app: FastAPI) -> str:
     with app.state.sessions() as session:

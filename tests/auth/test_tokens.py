@@ -18,6 +18,8 @@ from lastedocation.auth.tokens import TokenSigner, load_signing_key
 from lastedocation.settings import Settings
 from tests.conftest import ADMIN, PASSWORD, sign_in
 
+pytestmark = pytest.mark.databases  # each test on SQLite and on PostgreSQL
+
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}

@@ -42,9 +42,11 @@ def wait_for(
 
 
 @pytest.fixture
-def fast_settings(tmp_path: Path) -> Settings:
+def fast_settings(tmp_path: Path, database: str | None) -> Settings:
+    """A studio that supervises quickly (on PostgreSQL too, for tests marked `databases`)."""
     settings = Settings(
         data_dir=tmp_path / "studio",
+        database_url=database,
         import_sample_dataset=False,
         supervisor_interval_s=0.1,
         max_concurrent_runs=1,
@@ -172,11 +174,17 @@ def test_restore_in_place_and_as_a_new_run(fast_settings: Settings) -> None:
         assert all(original[m["step"]] == m["loss"] for m in metrics["metrics"] if m["step"] > 10)
 
 
+@pytest.mark.databases
 def test_members_see_only_their_own_runs(fast_settings: Settings) -> None:
     add_account(fast_settings, "mina")
     add_account(fast_settings, "babak")
     app = create_app(fast_settings)
-    with TestClient(app) as mina, TestClient(app) as babak, TestClient(app) as nobody:
+    # one lifespan: each would dispose of the database engine under the others' feet
+    with (
+        TestClient(app) as mina,
+        contextlib.closing(TestClient(app)) as babak,
+        contextlib.closing(TestClient(app)) as nobody,
+    ):
         sign_in(mina, "mina")
         sign_in(babak, "babak")
         dataset = upload_percqa(mina, rows=60)
@@ -197,6 +205,7 @@ def test_members_see_only_their_own_runs(fast_settings: Settings) -> None:
         assert mina.delete(f"/api/v1/runs/{run_id}").status_code == 204
 
 
+@pytest.mark.databases
 def test_a_dataset_in_use_by_a_run_cannot_be_deleted(fast_settings: Settings) -> None:
     with signed_in(fast_settings) as client:
         dataset = upload_percqa(client, rows=60)

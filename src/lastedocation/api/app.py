@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,12 +14,15 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from lastedocation import __version__
+from lastedocation.api.deps import SessionSlots
 from lastedocation.api.limits import BodyLimit
+from lastedocation.api.observe import Observe
 from lastedocation.api.routes import (
     auth,
     backup,
     datasets,
     health,
+    metrics,
     models,
     openai_compat,
     runs,
@@ -30,12 +34,14 @@ from lastedocation.auth.ratelimit import LoginLimiter
 from lastedocation.auth.tokens import TokenSigner, load_signing_key
 from lastedocation.backup.runner import Backups
 from lastedocation.datasets.service import clean_leftovers, import_sample_once
-from lastedocation.db import make_engine, migrate, session_factory
+from lastedocation.db import make_engine, migrate, request_slots, session_factory
 from lastedocation.errors import StudioError
 from lastedocation.inference.cache import ModelCache
+from lastedocation.metrics import StudioMetrics
 from lastedocation.models.evaluator import Evaluator
 from lastedocation.paths import hide_data_dir
-from lastedocation.runs.executor import LocalExecutor
+from lastedocation.runs.executor import make_executor
+from lastedocation.runs.leadership import Leadership
 from lastedocation.runs.live import EventHub
 from lastedocation.runs.supervisor import Supervisor
 from lastedocation.settings import Settings
@@ -68,10 +74,12 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     supervisor = Supervisor(
         settings=settings,
         sessions=sessions,
-        executor=LocalExecutor(),
-        capacity=settings.max_concurrent_runs or _device_capacity(),
+        executor=make_executor(settings),
+        capacity=settings.max_concurrent_runs or _device_capacity(settings),
         interval=settings.supervisor_interval_s,
         heartbeat_timeout=settings.heartbeat_timeout_s,
+        # of several servers on one database, one leads (see runs/leadership.py)
+        leadership=Leadership(engine, ttl_s=settings.leader_lease_s),
     )
 
     evaluator = Evaluator(settings=settings, sessions=sessions)
@@ -89,11 +97,18 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        supervisor.resume_paused_at_shutdown()
         supervisor.start()
         evaluator.start()
         transcriber.start()
         backups.start()
         yield
+        if settings.pause_runs_on_shutdown:  # the trainers die with this container
+            paused = await asyncio.to_thread(
+                supervisor.pause_all, settings.shutdown_pause_timeout_s
+            )
+            if paused:
+                log.info("paused runs %s for the shutdown; they resume at the next start", paused)
         backups.stop()  # a running backup is cancelled; its snapshot never appears
         transcriber.stop()  # a job running now fails as interrupted
         evaluator.stop()
@@ -117,6 +132,7 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     )
     app.state.engine = engine
     app.state.sessions = sessions
+    app.state.session_slots = SessionSlots(request_slots(engine))
     app.state.signing_key = load_signing_key(settings)
     app.state.signer = TokenSigner(app.state.signing_key)
     app.state.login_limiter = login_limiter or LoginLimiter()
@@ -126,6 +142,7 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     app.state.speech_models = speech_models
     app.state.transcriber = transcriber
     app.state.backups = backups
+    app.state.metrics = StudioMetrics(settings=settings, sessions=sessions)
     app.state.speakers = SpeakerCache(
         max_voices=settings.tts_max_loaded_voices,
         load=partial(load_speaker, espeak_timeout_s=settings.espeak_timeout_s),
@@ -155,7 +172,10 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
 
     # every body but a file upload: refused with 413 before it is read, if too large
     app.add_middleware(BodyLimit, settings=settings, answer=_studio_error)
+    # outermost: every answer (a 413 above included) gets its request id and is counted
+    app.add_middleware(Observe, metrics=app.state.metrics, answer=_studio_error)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(auth.router, prefix="/api/v1")
     app.include_router(datasets.router, prefix="/api/v1")
     app.include_router(runs.router, prefix="/api/v1")
@@ -177,8 +197,11 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
     return app
 
 
-def _device_capacity() -> int:
-    """One run per GPU; one at a time on a CPU."""
+def _device_capacity(settings: Settings) -> int:
+    """One run per GPU; one at a time on a CPU. On Ray the cluster's resources decide:
+    every queued run is submitted, and waits there for them."""
+    if settings.executor == "ray":
+        return 1_000_000
     import torch
 
     return max(1, torch.cuda.device_count())

@@ -3,10 +3,13 @@ the routes document (`error_responses`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from weakref import WeakKeyDictionary
 
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
@@ -80,9 +83,37 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def _session(request: Request) -> Iterator[Session]:
-    with request.app.state.sessions() as session:
-        yield session
+class SessionSlots:
+    """At most `size` requests hold a database session at once; the others wait on the
+    event loop. One semaphore per event loop (tests run apps on several)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._slots: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            WeakKeyDictionary()
+        )
+
+    def __call__(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if loop not in self._slots:
+            self._slots[loop] = asyncio.Semaphore(self.size)
+        return self._slots[loop]
+
+
+async def _session(request: Request) -> AsyncIterator[Session]:
+    # A request keeps its session, and from its first query a pooled connection, until it
+    # is answered, across several worker threads. Were more requests to hold one than the
+    # pool has connections, every worker thread could end up waiting for a connection
+    # that only a request waiting for a thread would give back (200 concurrent reads
+    # deadlocked so until the pool timed out). So a request first takes a slot, waiting
+    # on the event loop rather than in a thread.
+    slots: SessionSlots = request.app.state.session_slots
+    async with slots():
+        session: Session = request.app.state.sessions()
+        try:
+            yield session
+        finally:
+            await run_in_threadpool(session.close)
 
 
 def _signer(request: Request) -> TokenSigner:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, DateTime, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from lastedocation.db import Base
+from lastedocation.db import Base, BigInt
 
 
 def _now() -> datetime:
@@ -19,7 +19,7 @@ class Dataset(Base):
     __tablename__ = "datasets"
     __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     # "text" (rows of Q/A, chat or plain text) or "speech" (audio files with transcripts)
     kind: Mapped[str] = mapped_column(String(16), default="text", server_default="text")
@@ -30,10 +30,10 @@ class Dataset(Base):
     question_field: Mapped[str | None] = mapped_column(String(100))
     answer_field: Mapped[str | None] = mapped_column(String(100))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
-    size_bytes: Mapped[int] = mapped_column(Integer)
-    upload_bytes: Mapped[int] = mapped_column(Integer)
-    rows: Mapped[int] = mapped_column(Integer)
-    rows_dropped: Mapped[int] = mapped_column(Integer, default=0)
+    size_bytes: Mapped[int] = mapped_column(BigInt)
+    upload_bytes: Mapped[int] = mapped_column(BigInt)
+    rows: Mapped[int] = mapped_column(BigInt)
+    rows_dropped: Mapped[int] = mapped_column(BigInt, default=0)
     normalized: Mapped[bool] = mapped_column(default=False)
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -51,15 +51,15 @@ class Dataset(Base):
 class DatasetSplit(Base):
     __tablename__ = "dataset_splits"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
     key: Mapped[str | None] = mapped_column(String(100))
-    seed: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInt)
     validation_fraction: Mapped[float]
-    train_rows: Mapped[int] = mapped_column(Integer)
-    validation_rows: Mapped[int] = mapped_column(Integer)
-    train_groups: Mapped[int] = mapped_column(Integer)
-    validation_groups: Mapped[int] = mapped_column(Integer)
+    train_rows: Mapped[int] = mapped_column(BigInt)
+    validation_rows: Mapped[int] = mapped_column(BigInt)
+    train_groups: Mapped[int] = mapped_column(BigInt)
+    validation_groups: Mapped[int] = mapped_column(BigInt)
     folder: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     dataset: Mapped[Dataset] = relationship(back_populates="splits")

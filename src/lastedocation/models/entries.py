@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, DateTime, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from lastedocation.db import Base
+from lastedocation.db import Base, BigInt
 
 
 def _now() -> datetime:
@@ -26,7 +26,7 @@ class ModelEntry(Base):
     __tablename__ = "models"
     __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     source: Mapped[str] = mapped_column(String(16))
     # "text" (a causal language model) or "speech" (a Whisper model)
@@ -54,7 +54,7 @@ class ModelEvaluation(Base):
 
     __tablename__ = "model_evaluations"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
     dataset_id: Mapped[int | None] = mapped_column(
         ForeignKey("datasets.id", ondelete="SET NULL"), nullable=True

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from lastedocation.db import Base
+from lastedocation.db import Base, BigInt
 
 
 def _now() -> datetime:
@@ -19,7 +19,7 @@ class Run(Base):
     __tablename__ = "runs"
     __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(20), index=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -32,13 +32,13 @@ class Run(Base):
         nullable=True,
         index=True,
     )
-    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(BigInt, nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
-    step: Mapped[int] = mapped_column(Integer, default=0)
-    total_steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    last_seq: Mapped[int] = mapped_column(Integer, default=0)
-    events_offset: Mapped[int] = mapped_column(Integer, default=0)
+    step: Mapped[int] = mapped_column(BigInt, default=0)
+    total_steps: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    last_seq: Mapped[int] = mapped_column(BigInt, default=0)
+    events_offset: Mapped[int] = mapped_column(BigInt, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -50,9 +50,9 @@ class RunEvent(Base):
     __tablename__ = "run_events"
     __table_args__ = (UniqueConstraint("run_id", "seq"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    seq: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(BigInt)
     type: Mapped[str] = mapped_column(String(20))
-    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    step: Mapped[int | None] = mapped_column(BigInt, nullable=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)

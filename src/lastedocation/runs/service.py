@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from lastedocation import ownership
@@ -108,10 +108,12 @@ def list_runs(*, session: Session, user: User, state: str | None = None) -> list
     return list(session.scalars(query))
 
 
-def get_run(*, session: Session, run_id: int, user: User | None) -> Run:
+def get_run(*, session: Session, run_id: int, user: User | None, lock: bool = False) -> Run:
     """The run, if `user` may see it (another member's run answers 404).
-    user None is the studio itself (the event stream checks once, up front)."""
-    run = session.get(Run, run_id)
+    user None is the studio itself (the event stream checks once, up front).
+    lock: read it afresh and hold its row until the commit, to change it (another
+    server's supervisor may be changing it too)."""
+    run = session.get(Run, run_id, with_for_update=lock, populate_existing=lock)
     if run is None:
         raise NotFound(f"no run with id {run_id}", run_id=run_id)
     ownership.check(user, "run", run_id, run.owner_id)
@@ -155,6 +157,7 @@ def ingest(*, session: Session, settings: Settings, run: Run) -> int:
         f.seek(run.events_offset)
         data = f.read()
     end = data.rfind(b"\n") + 1
+    rows: list[dict[str, Any]] = []  # stored together: a third of the time of row by row
     count = 0
     for line in data[:end].splitlines():
         event = json.loads(line)
@@ -162,11 +165,29 @@ def ingest(*, session: Session, settings: Settings, run: Run) -> int:
             continue
         if "message" in event:  # tracebacks and library messages name files by their path
             event["message"] = hide_data_dir(event["message"], settings.data_dir)
+        if event["type"] == "rewind":  # the steps it voids must be stored to be deleted
+            _store(session, rows)
         _apply(session, run, event)
+        rows.append(
+            {
+                "run_id": run.id,
+                "seq": event["seq"],
+                "type": event["type"],
+                "step": event.get("step"),
+                "data": event,
+            }
+        )
         count += 1
+    _store(session, rows)
     run.events_offset += end
     session.commit()
     return count
+
+
+def _store(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(RunEvent), rows)
+        rows.clear()
 
 
 def _apply(session: Session, run: Run, event: dict[str, Any]) -> None:
@@ -179,9 +200,6 @@ def _apply(session: Session, run: Run, event: dict[str, Any]) -> None:
                 RunEvent.step > event["to_step"],
             )
         )
-    session.add(
-        RunEvent(run_id=run.id, seq=event["seq"], type=kind, step=event.get("step"), data=event)
-    )
     run.last_seq = event["seq"]
     if kind == "metrics":
         run.step, run.total_steps = event["step"], event["total_steps"]

@@ -18,14 +18,13 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
-    Integer,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from lastedocation.db import Base
+from lastedocation.db import Base, BigInt
 
 STATES = ("queued", "running", "cancelling", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running", "cancelling")  # the job may still change
@@ -45,7 +44,7 @@ class Transcription(Base):
     __tablename__ = "transcriptions"
     __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     owner_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True, index=True
     )
@@ -61,13 +60,13 @@ class Transcription(Base):
     language_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
-    segments: Mapped[int] = mapped_column(Integer, default=0)
+    segments: Mapped[int] = mapped_column(BigInt, default=0)
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     audio: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    audio_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    audio_bytes: Mapped[int] = mapped_column(BigInt, default=0)
     vad: Mapped[bool] = mapped_column(Boolean, default=True)
-    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    last_seq: Mapped[int] = mapped_column(BigInt, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -79,10 +78,10 @@ class TranscriptionEvent(Base):
     __tablename__ = "transcription_events"
     __table_args__ = (UniqueConstraint("transcription_id", "seq"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     transcription_id: Mapped[int] = mapped_column(
         ForeignKey("transcriptions.id", ondelete="CASCADE"), index=True
     )
-    seq: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(BigInt)
     type: Mapped[str] = mapped_column(String(16))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -114,6 +114,9 @@ class Heartbeat:
         self.path = path
         self.interval = interval
         self.pid = pid if pid is not None else os.getpid()  # under torchrun: torchrun's
+        given = os.environ.get("LASTEDOCATION_TRAINER_ID")
+        if given:  # a cluster executor knows the trainer by its id, not a pid on some node
+            self.pid = int(given)
         self.step = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)

@@ -19,7 +19,7 @@ from lastedocation.web.deps import SignInRequired
 from lastedocation.web.render import language, render
 
 log = logging.getLogger("lastedocation.web")
-API_PREFIXES = ("/api/", "/v1/", "/openapi.json", "/healthz", "/readyz", "/static/")
+API_PREFIXES = ("/api/", "/v1/", "/openapi.json", "/healthz", "/readyz", "/metrics", "/static/")
 
 
 def page_routers() -> list[APIRouter]:

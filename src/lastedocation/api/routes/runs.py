@@ -81,7 +81,7 @@ def get_run(run_id: ItemId, session: SessionDep, user: CurrentUser) -> Any:
 
 def _act(request: Request, run_id: int, action: str, session: Any, user: Any, settings: Any) -> Any:
     with _supervised(request):
-        run = service.get_run(session=session, run_id=run_id, user=user)
+        run = service.get_run(session=session, run_id=run_id, user=user, lock=True)
         request_id = service.request(session=session, settings=settings, run=run, action=action)
         return {"run": RunPublic.model_validate(run), "request_id": request_id}
 
@@ -122,7 +122,7 @@ def delete_run(
     run_id: ItemId, request: Request, session: SessionDep, user: CurrentUser, settings: SettingsDep
 ) -> Response:
     with _supervised(request):
-        run = service.get_run(session=session, run_id=run_id, user=user)
+        run = service.get_run(session=session, run_id=run_id, user=user, lock=True)
         service.delete_run(session=session, settings=settings, run=run)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -156,7 +156,7 @@ def restore_run(
 ) -> Any:
     """Train on from a checkpoint, in place or as a new run."""
     with _supervised(request):
-        run = service.get_run(session=session, run_id=run_id, user=user)
+        run = service.get_run(session=session, run_id=run_id, user=user, lock=True)
         return service.restore(
             session=session, settings=settings, run=run, step=body.step, as_new_run=body.as_new_run
         )
