@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time as wall
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -106,3 +107,36 @@ def test_nothing_is_queued_twice_and_a_manual_failure_waits_for_the_schedule(
         manual.state, manual.started_at, manual.finished_at = "failed", T0, T0
         session.commit()
     assert due(backups, "hourly", T0) == T0 + timedelta(hours=6)
+
+
+def test_only_the_leading_server_runs_backups_and_a_running_job_is_not_recovered(
+    backups: Backups,
+) -> None:
+    from lastedocation.backup.runner import data_folder_lock
+
+    follower = Backups(settings=backups.settings, sessions=backups.sessions, leading=lambda: False)
+    with backups.sessions() as session:
+        queued = jobs.queue_job(
+            session, kind="backup", target=backups.target("manual"), trigger="manual"
+        )
+        running = jobs.queue_job(
+            session, kind="verify", target=backups.target("manual"), trigger="manual"
+        )
+        running.state = "running"
+        session.commit()
+    follower.start()
+    try:
+        follower.wake()
+        wall.sleep(2.5)  # the worker looked more than once
+    finally:
+        follower.stop()
+    with backups.sessions() as session:
+        assert jobs.get_job(session, queued.id).state == "queued"  # left to the leader
+        assert jobs.get_job(session, running.id).state == "running"
+    with data_folder_lock(backups.settings):  # the CLI's job is running now
+        backups.recover()
+    with backups.sessions() as session:
+        assert jobs.get_job(session, running.id).state == "running"
+    backups.recover()
+    with backups.sessions() as session:
+        assert jobs.get_job(session, running.id).state == "failed"

@@ -93,7 +93,7 @@ def create_app(settings: Settings, *, login_limiter: LoginLimiter | None = None)
         workers=settings.transcription_workers,
     )
 
-    backups = Backups(settings=settings, sessions=sessions)
+    backups = Backups(settings=settings, sessions=sessions, leading=lambda: supervisor.leading)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

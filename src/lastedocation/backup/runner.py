@@ -76,10 +76,16 @@ class Backups:
         settings: Settings,
         sessions: sessionmaker[Session],
         schedule_every_s: float = 30.0,
+        leading: Callable[[], bool] | None = None,
     ) -> None:
+        """`leading` tells whether this server leads (the supervisor's lease): of several
+        servers on one database only the leader runs and schedules backups. None: this
+        is the only one."""
         self.settings = settings
         self.sessions = sessions
         self.schedule_every_s = schedule_every_s
+        self.leading = leading or (lambda: True)
+        self._recovered = False
         self._wake = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -100,7 +106,6 @@ class Backups:
     def start(self) -> None:
         if self._threads:
             return
-        self.recover()
         self._stopping.clear()
         for name, loop in (("backup-worker", self._work), ("backup-schedule", self._schedule)):
             thread = threading.Thread(target=loop, name=name, daemon=True)
@@ -121,18 +126,28 @@ class Backups:
         self._threads = []
 
     def recover(self) -> None:
-        """Jobs a stopped server (or a killed CLI) left running end as failed."""
-        with self.sessions() as session:
-            for job in session.scalars(
-                select(BackupJob).where(BackupJob.state.in_(("running", "cancelling")))
-            ):
-                self._end(session, job, "failed", INTERRUPTED)
-            session.commit()
+        """Jobs a stopped server (or a killed CLI) left running end as failed; not while
+        a job holds the data folder's lock (the CLI's, running now)."""
+        try:
+            with data_folder_lock(self.settings), self.sessions() as session:
+                for job in session.scalars(
+                    select(BackupJob).where(BackupJob.state.in_(("running", "cancelling")))
+                ):
+                    self._end(session, job, "failed", INTERRUPTED)
+                session.commit()
+        except Busy:
+            return
 
     def _work(self) -> None:
         while not self._stopping.is_set():
             try:
-                job_id = self._claim()
+                if not self.leading():  # another server runs the backups
+                    job_id = None
+                else:
+                    if not self._recovered:  # what the last leader left running
+                        self.recover()
+                        self._recovered = True
+                    job_id = self._claim()
             except Exception:
                 log.exception("could not take the next backup job")
                 job_id = None
@@ -145,7 +160,8 @@ class Backups:
     def _schedule(self) -> None:
         while not self._stopping.wait(self.schedule_every_s):
             try:
-                self.queue_due()
+                if self.leading():
+                    self.queue_due()
             except Exception:
                 log.exception("the backup schedule could not run")
 
